@@ -1,0 +1,225 @@
+"""The Lightning data module: AV-UIE v2 annotations (or AVSynth) -> task-homogeneous batches.
+
+Batches hold samples of one task each: tasks differ in media shapes (10 frames vs one image, 1-s vs 2-s audio
+windows), and one task per batch keeps every tensor rectangular. Tasks are mixed across batches.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from crabzoo.data.schema import Sample
+from crabzoo.errors import CrabzooError
+
+
+class SampleDataset(Dataset):
+    """Samples of several tasks, processed lazily; corrupt media yields ``None`` (counted by the collator).
+
+    Args:
+        samples: The samples, in a fixed order.
+        processor: Sample -> item callable (:class:`crabzoo.data.collate.Processor`).
+        strict: Raise on the first corrupt medium instead of skipping it.
+    """
+
+    def __init__(self, samples: Sequence[Sample], processor: Any, strict: bool = False) -> None:
+        self.samples = list(samples)
+        self.processor = processor
+        self.strict = strict
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, index: int) -> dict[str, Any] | None:
+        from crabzoo.data.media import MediaError
+
+        sample = self.samples[index]
+        try:
+            return self.processor(sample)
+        except MediaError as err:
+            if self.strict:
+                raise CrabzooError(f"corrupt media in sample {sample.id}: {err} (set data.init_args.strict: false to skip)") from None
+            return None
+
+
+class TaskBatchSampler(torch.utils.data.Sampler[list[int]]):
+    """Batches drawn from one task at a time, all tasks' batches shuffled together.
+
+    Each rank of a distributed run takes every ``world_size``-th batch of the same epoch order, so ranks see
+    disjoint batches. The order depends only on ``seed`` and the epoch (call :meth:`set_epoch`).
+
+    Args:
+        task_of: Task name of every dataset index.
+        batch_size: Samples per batch.
+        shuffle: Shuffle samples within tasks and batches across tasks.
+        seed: Base seed of the order.
+        drop_last: Drop each task's last incomplete batch.
+    """
+
+    def __init__(self, task_of: Sequence[str], batch_size: int, shuffle: bool = True, seed: int = 0, drop_last: bool = False) -> None:
+        self.task_of = list(task_of)
+        self.batch_size = batch_size
+        self.shuffle = shuffle
+        self.seed = seed
+        self.drop_last = drop_last
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        """Select the epoch whose order :meth:`__iter__` yields."""
+        self.epoch = epoch
+
+    @staticmethod
+    def _rank_world() -> tuple[int, int]:
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            return torch.distributed.get_rank(), torch.distributed.get_world_size()
+        return 0, 1
+
+    def _batches(self) -> list[list[int]]:
+        rng = random.Random(self.seed * 100003 + self.epoch)
+        by_task: dict[str, list[int]] = {}
+        for i, task in enumerate(self.task_of):
+            by_task.setdefault(task, []).append(i)
+        batches: list[list[int]] = []
+        for task in sorted(by_task):
+            idx = by_task[task]
+            if self.shuffle:
+                rng.shuffle(idx)
+            for start in range(0, len(idx), self.batch_size):
+                chunk = idx[start : start + self.batch_size]
+                if len(chunk) == self.batch_size or not self.drop_last:
+                    batches.append(chunk)
+        if self.shuffle:
+            rng.shuffle(batches)
+        return batches
+
+    def __iter__(self) -> Iterator[list[int]]:
+        rank, world = self._rank_world()
+        batches = self._batches()
+        usable = len(batches) - len(batches) % world if world > 1 else len(batches)
+        yield from batches[rank:usable:world]
+
+    def __len__(self) -> int:
+        _, world = self._rank_world()
+        return len(self._batches()) // world
+
+
+class AVUIEDataModule(L.LightningDataModule):
+    """AV-UIE v2 data (the release or AVSynth) for training, validation and testing.
+
+    Args:
+        root: Folder holding the task folders (or a parent holding ``AVUIE_2/``).
+        tasks: Task folders to use; ``None`` takes every task folder found under ``root``.
+        train_split: Annotation file stem used for training.
+        val_split: Annotation file stem used for validation/testing.
+        batch_size: Samples per batch (all of one task).
+        num_workers: Data-loading worker processes.
+        max_train_per_task: Cap on training samples per task (``None``: all).
+        max_val_per_task: Cap on validation samples per task (``None``: all).
+        strict: Fail on malformed records or corrupt media instead of skipping and counting them.
+        synth: If set and ``root`` holds no data yet, generate AVSynth there first with these options
+            (e.g. ``{"clips": 400, "seed": 0}``); see ``crabzoo data synth``.
+        seed: Seed of the batch order.
+    """
+
+    def __init__(
+        self,
+        root: str,
+        tasks: list[str] | None = None,
+        train_split: str = "train",
+        val_split: str = "test",
+        batch_size: int = 8,
+        num_workers: int = 0,
+        max_train_per_task: int | None = None,
+        max_val_per_task: int | None = None,
+        strict: bool = False,
+        synth: dict[str, Any] | None = None,
+        seed: int = 0,
+    ) -> None:
+        super().__init__()
+        self.root = Path(root)
+        self.tasks = list(tasks) if tasks else None
+        self.train_split, self.val_split = train_split, val_split
+        self.batch_size, self.num_workers = batch_size, num_workers
+        self.max_train_per_task, self.max_val_per_task = max_train_per_task, max_val_per_task
+        self.strict = strict
+        self.synth = synth
+        self.seed = seed
+        self.processor: Any = None
+        self.splits: dict[str, list[Sample]] = {}
+        self.skipped: dict[str, list] = {}
+
+    @property
+    def task_names(self) -> list[str]:
+        """Tasks in use (resolved from ``root`` when ``tasks`` is not given)."""
+        if self.tasks is None:
+            self.tasks = self._discover()
+        return self.tasks
+
+    def _discover(self) -> list[str]:
+        from crabzoo.tasks import TASKS
+
+        base = self.root / "AVUIE_2" if (self.root / "AVUIE_2").is_dir() else self.root
+        found = sorted(p.name for p in base.iterdir() if p.is_dir() and p.name in TASKS) if base.is_dir() else []
+        if not found:
+            raise CrabzooError(f"no task folders found under {self.root}; generate data with `crabzoo data synth --out {self.root}`")
+        return found
+
+    def prepare_data(self) -> None:
+        if self.synth is not None:
+            from crabzoo.data.avsynth import ensure_avsynth
+
+            ensure_avsynth(self.root, tasks=self.tasks, **self.synth)
+        if not self.root.exists():
+            raise CrabzooError(
+                f"data directory {self.root} does not exist; create it with `crabzoo data synth --out {self.root}` "
+                "or point data.init_args.root at an AV-UIE v2 release"
+            )
+
+    def _read(self, split: str, cap: int | None) -> list[Sample]:
+        from crabzoo.data.avuie import read_split
+
+        samples: list[Sample] = []
+        for task in self.task_names:
+            result = read_split(self.root, task, split, strict=self.strict)
+            self.skipped[f"{task}/{split}"] = result.skipped
+            samples.extend(result.samples[:cap] if cap is not None else result.samples)
+        return samples
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.processor is None:
+            module = self.trainer.lightning_module if self.trainer is not None else None
+            if module is None or not hasattr(module, "make_processor"):
+                raise CrabzooError("AVUIEDataModule needs a crabzoo paradigm model (one with make_processor())")
+            self.processor = module.make_processor()
+        if stage in (None, "fit") and "train" not in self.splits:
+            self.splits["train"] = self._read(self.train_split, self.max_train_per_task)
+        if "val" not in self.splits:
+            self.splits["val"] = self._read(self.val_split, self.max_val_per_task)
+
+    def _loader(self, samples: list[Sample], shuffle: bool) -> DataLoader:
+        sampler = TaskBatchSampler([s.task for s in samples], self.batch_size, shuffle=shuffle, seed=self.seed)
+        return DataLoader(
+            SampleDataset(samples, self.processor, strict=self.strict),
+            batch_sampler=sampler,
+            collate_fn=self.processor.collate,
+            num_workers=self.num_workers,
+            persistent_workers=self.num_workers > 0,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader(self.splits["train"], shuffle=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader(self.splits["val"], shuffle=False)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader(self.splits["val"], shuffle=False)
+
+    def predict_dataloader(self) -> DataLoader:
+        return self._loader(self.splits["val"], shuffle=False)

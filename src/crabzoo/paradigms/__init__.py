@@ -1,0 +1,1 @@
+"""Paradigms: LightningModules that assemble encoders, connectors, a backbone and an adapter."""

@@ -1,0 +1,380 @@
+"""The paradigm LightningModule: the factory that assembles an AV-LLM from interchangeable parts.
+
+``AVLLM`` composes encoders -> connectors -> media embeddings placed at placeholder tokens -> LLM backbone
+(+ adapter) and trains it with a causal-LM loss on the assistant turn only. Subclasses change the token layout
+(:class:`~crabzoo.paradigms.interleaved.InterleavedAVLLM`) or hand media to a native omni model
+(:class:`~crabzoo.paradigms.omni.OmniAVLLM`).
+"""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
+from torch import Tensor, nn
+
+from crabzoo.adapters.base import Adapter
+from crabzoo.backbones.base import Backbone
+from crabzoo.connectors.base import ConnectorFactory
+from crabzoo.data.collate import Processor
+from crabzoo.encoders.base import AudioEncoder, MediaFeatures, VisualEncoder
+from crabzoo.errors import CrabzooError
+
+IGNORE_INDEX = -100
+"""Label value of positions that carry no loss (prompt, media, padding)."""
+
+STREAM_OF_KIND: dict[str, str] = {"video": "visual", "image": "visual", "audio": "audio"}
+"""Which encoder stream feeds each placeholder kind."""
+
+MODULE_GROUPS = ("llm", "audio_encoder", "visual_encoder", "connector")
+
+
+def _default_optimizer(params: Iterable[nn.Parameter]) -> torch.optim.Optimizer:
+    return torch.optim.AdamW(params, lr=1e-4, weight_decay=0.0)
+
+
+class AVLLM(L.LightningModule):
+    """Modular audio-visual LLM: encoders, connectors, a backbone and an optional adapter.
+
+    Each medium's features replace its placeholder token (``<video>``, ``<image>``, ``<audio>``) in the prompt.
+    Everything is frozen except the module groups named in ``train_groups`` and the adapter's parameters.
+
+    Args:
+        backbone: The LLM (owns tokenizer, chat template and placeholder tokens).
+        audio_encoder: Audio encoder, or ``None`` for a vision-only model.
+        visual_encoder: Visual encoder, or ``None`` for an audio-only model.
+        audio_connector: Factory ``(in_dim, out_dim) -> Connector`` for the audio stream.
+        visual_connector: Factory ``(in_dim, out_dim) -> Connector`` for the visual stream.
+        adapter: Parameter-efficient adapter applied to the backbone/encoders (LoRA, I-LoRA, ...).
+        train_groups: Module groups trained in full (``llm``, ``audio_encoder``, ``visual_encoder``,
+            ``connector``); all others are frozen.
+        optimizer: Optimizer factory applied to trainable parameters only.
+        scheduler: Learning-rate scheduler factory; stepped every optimizer step.
+        system_prompt: System turn of the chat (``None``: none).
+        max_new_tokens: Generation length at validation/test time.
+        max_target_tokens: Training targets are truncated to this many tokens (the EOS token is kept).
+        generate_val: Generate and score at validation (the loss is always computed).
+        task_names: Task order for task-routed adapters (defaults to the datamodule's tasks).
+    """
+
+    def __init__(
+        self,
+        backbone: Backbone,
+        audio_encoder: AudioEncoder | None = None,
+        visual_encoder: VisualEncoder | None = None,
+        audio_connector: ConnectorFactory | None = None,
+        visual_connector: ConnectorFactory | None = None,
+        adapter: Adapter | None = None,
+        train_groups: Sequence[str] = ("connector",),
+        optimizer: OptimizerCallable = _default_optimizer,
+        scheduler: LRSchedulerCallable | None = None,
+        system_prompt: str | None = None,
+        max_new_tokens: int = 64,
+        max_target_tokens: int = 256,
+        generate_val: bool = True,
+        task_names: Sequence[str] | None = None,
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters(
+            ignore=["backbone", "audio_encoder", "visual_encoder", "audio_connector", "visual_connector", "adapter"]
+        )
+        unknown = sorted(set(train_groups) - set(MODULE_GROUPS))
+        if unknown:
+            raise CrabzooError(f"train_groups: unknown group(s) {unknown}; choose from {list(MODULE_GROUPS)}")
+        self.backbone = backbone
+        self.audio_encoder = audio_encoder
+        self.visual_encoder = visual_encoder
+        width = backbone.hidden_size
+        self.audio_connector = self._build_connector(audio_connector, audio_encoder, width, "audio")
+        self.visual_connector = self._build_connector(visual_connector, visual_encoder, width, "visual")
+        self.adapter = adapter
+        self.train_groups = tuple(train_groups)
+        self.optimizer_factory = optimizer
+        self.scheduler_factory = scheduler
+        self.system_prompt = system_prompt
+        self.max_new_tokens = max_new_tokens
+        self.max_target_tokens = max_target_tokens
+        self.generate_val = generate_val
+        self.task_names: list[str] = list(task_names or [])
+        self.val_metrics = nn.ModuleDict()
+        self.results: dict[str, dict[str, float]] = {}
+        self._freeze()
+        if adapter is not None:
+            adapter.apply(self.module_groups(), self.default_adapter_targets())
+
+    # ------------------------------------------------------------------ assembly
+    @staticmethod
+    def _build_connector(
+        factory: ConnectorFactory | None, encoder: nn.Module | None, width: int, stream: str
+    ) -> nn.Module | None:
+        if encoder is None:
+            return None
+        if factory is None:
+            raise CrabzooError(
+                f"{stream}_connector is missing: a model with a {stream} encoder needs "
+                f"`model.init_args.{stream}_connector` (e.g. class_path: crabzoo.connectors.MLPConnector)"
+            )
+        return factory(encoder.out_dim, width)
+
+    def module_groups(self) -> dict[str, nn.Module]:
+        """Module group name -> module, for freezing, adapter placement and sharding."""
+        groups: dict[str, nn.Module] = dict(self.backbone.module_groups())
+        if self.audio_encoder is not None:
+            groups["audio_encoder"] = self.audio_encoder
+        if self.visual_encoder is not None:
+            groups["visual_encoder"] = self.visual_encoder
+        connectors = [m for m in (self.audio_connector, self.visual_connector) if m is not None]
+        if connectors:
+            groups["connector"] = nn.ModuleList(connectors)
+        return groups
+
+    def default_adapter_targets(self) -> dict[str, Sequence[str]]:
+        """Module group -> default adapter target suffixes (from each group's owner)."""
+        targets: dict[str, Sequence[str]] = {"llm": self.backbone.adapter_targets}
+        for name, enc in (("audio_encoder", self.audio_encoder), ("visual_encoder", self.visual_encoder)):
+            if enc is not None:
+                targets[name] = tuple(getattr(enc, "adapter_targets", ()))
+        return targets
+
+    def _freeze(self) -> None:
+        for name, module in self.module_groups().items():
+            module.requires_grad_(name in self.train_groups)
+
+    def configure_model(self) -> None:
+        """Apply FSDP2 sharding when the strategy provides a device mesh (ModelParallelStrategy)."""
+        mesh = getattr(self, "_device_mesh", None)
+        if mesh is None:
+            return
+        from crabzoo.distributed import shard_model
+
+        precision = str(self.trainer.precision) if self._trainer is not None else None
+        shard_model(self, mesh, mixed_precision=precision)
+
+    # ------------------------------------------------------------------ data side
+    def make_processor(self) -> Processor:
+        """The sample -> tensors processor used by the data module's workers."""
+        return Processor(
+            backbone=self.backbone,
+            audio_encoder=self.audio_encoder,
+            visual_encoder=self.visual_encoder,
+            system_prompt=self.system_prompt,
+            max_target_tokens=self.max_target_tokens,
+        )
+
+    def setup(self, stage: str) -> None:
+        dm = getattr(self.trainer, "datamodule", None)
+        names = list(getattr(dm, "task_names", []) or [])
+        if not self.task_names:
+            self.task_names = names
+        from crabzoo.tasks import get_task
+
+        for name in names:
+            if name not in self.val_metrics:
+                self.val_metrics[name] = get_task(name).make_metric()
+
+    # ------------------------------------------------------------------ forward
+    def encode(self, batch: dict[str, Any]) -> dict[str, MediaFeatures]:
+        """Encoder + connector per stream: ``{"audio": ..., "visual": ...}`` in LLM width."""
+        out: dict[str, MediaFeatures] = {}
+        for stream, encoder, connector in (
+            ("audio", self.audio_encoder, self.audio_connector),
+            ("visual", self.visual_encoder, self.visual_connector),
+        ):
+            if encoder is None or stream not in batch["media"]:
+                continue
+            media = batch["media"][stream]
+            cached = batch.get("features", {}).get(stream)
+            if cached is not None:
+                feats = MediaFeatures(cached, media["timestamps"], media["mask"])
+            else:
+                feats = encoder(media["inputs"], media["timestamps"], media["mask"])
+            out[stream] = connector(feats)
+        return out
+
+    def media_embeddings(self, batch: dict[str, Any]) -> dict[str, list[Tensor]]:
+        """Per placeholder kind, per sample, the ``(n_tokens, width)`` embeddings that replace it."""
+        streams = self.encode(batch)
+        result: dict[str, list[Tensor]] = {}
+        for kind, stream in STREAM_OF_KIND.items():
+            feats = streams.get(stream)
+            if feats is None:
+                continue
+            tokens = feats.tokens
+            result[kind] = [tokens[b][feats.mask[b]].reshape(-1, tokens.shape[-1]) for b in range(tokens.shape[0])]
+        return result
+
+    def splice(
+        self, ids: list[Tensor], labels: list[Tensor] | None, media: dict[str, list[Tensor]]
+    ) -> tuple[Tensor, Tensor, Tensor | None]:
+        """Replace each placeholder token by its medium's embeddings and left-pad the batch.
+
+        Args:
+            ids: Per-sample token ids (unpadded).
+            labels: Per-sample labels aligned with ``ids`` (or ``None`` for generation).
+            media: Output of :meth:`media_embeddings`.
+
+        Returns:
+            ``inputs_embeds (B, L, D)``, ``attention_mask (B, L)`` and ``labels (B, L)`` (or ``None``).
+        """
+        placeholder_ids = {kind: self.backbone.placeholder_id(kind) for kind in STREAM_OF_KIND}
+        rows, row_labels = [], []
+        for b, seq in enumerate(ids):
+            embeds = self.backbone.embed(seq.unsqueeze(0))[0]
+            pieces, label_pieces, start = [], [], 0
+            positions = [(int(p), kind) for kind, tid in placeholder_ids.items() for p in (seq == tid).nonzero().flatten()]
+            for pos, kind in sorted(positions):
+                pieces.append(embeds[start:pos])
+                if labels is not None:
+                    label_pieces.append(labels[b][start:pos])
+                if kind not in media:
+                    raise CrabzooError(
+                        f"the prompt has a {self.backbone.placeholders[kind]} placeholder but the model has no encoder "
+                        f"for {STREAM_OF_KIND[kind]} media; add `model.init_args.{STREAM_OF_KIND[kind]}_encoder`"
+                    )
+                block = media[kind][b].to(embeds.dtype)
+                pieces.append(block)
+                if labels is not None:
+                    label_pieces.append(labels[b].new_full((block.shape[0],), IGNORE_INDEX))
+                start = pos + 1
+            pieces.append(embeds[start:])
+            rows.append(torch.cat(pieces))
+            if labels is not None:
+                label_pieces.append(labels[b][start:])
+                row_labels.append(torch.cat(label_pieces))
+        length = max(r.shape[0] for r in rows)
+        width = rows[0].shape[-1]
+        inputs = rows[0].new_zeros(len(rows), length, width)
+        attention = torch.zeros(len(rows), length, dtype=torch.long, device=inputs.device)
+        out_labels = None if labels is None else torch.full((len(rows), length), IGNORE_INDEX, device=inputs.device)
+        for b, row in enumerate(rows):
+            inputs[b, length - row.shape[0] :] = row
+            attention[b, length - row.shape[0] :] = 1
+            if out_labels is not None:
+                out_labels[b, length - row.shape[0] :] = row_labels[b]
+        return inputs, attention, out_labels
+
+    def _set_task_ids(self, batch: dict[str, Any]) -> None:
+        if self.adapter is None:
+            return
+        index = {name: i for i, name in enumerate(self.task_names)}
+        ids = torch.tensor([index.get(t, 0) for t in batch["tasks"]], device=self.device)
+        self.adapter.set_task_ids(ids)
+
+    def forward(self, batch: dict[str, Any]) -> dict[str, Tensor]:
+        """Teacher-forced pass: ``{"loss", "per_sample"}`` (mean token loss per sample)."""
+        self._set_task_ids(batch)
+        media = self.media_embeddings(batch)
+        inputs, attention, labels = self.splice(batch["input_ids"], batch["labels"], media)
+        positions = (attention.cumsum(-1) - 1).clamp(min=0)
+        logits = self.backbone(inputs, attention, positions)
+        shift_logits = logits[:, :-1].float()
+        shift_labels = labels[:, 1:]
+        token_loss = F.cross_entropy(
+            shift_logits.reshape(-1, shift_logits.shape[-1]), shift_labels.reshape(-1), ignore_index=IGNORE_INDEX, reduction="none"
+        ).view_as(shift_labels)
+        valid = (shift_labels != IGNORE_INDEX).float()
+        per_sample = (token_loss * valid).sum(-1) / valid.sum(-1).clamp(min=1)
+        loss = (token_loss * valid).sum() / valid.sum().clamp(min=1)
+        return {"loss": loss, "per_sample": per_sample}
+
+    @torch.no_grad()
+    def generate(self, batch: dict[str, Any], max_new_tokens: int | None = None) -> list[str]:
+        """Greedy generations (decoded text) for the prompts of a batch."""
+        self._set_task_ids(batch)
+        media = self.media_embeddings(batch)
+        inputs, attention, _ = self.splice(batch["prompt_ids"], None, media)
+        new = self.backbone.generate(inputs, attention, max_new_tokens or self.max_new_tokens)
+        return self.backbone.tokenizer.batch_decode(new, skip_special_tokens=True)
+
+    # ------------------------------------------------------------------ steps
+    def _log_per_task(self, prefix: str, batch: dict[str, Any], per_sample: Tensor) -> None:
+        sums: dict[str, list[Tensor]] = defaultdict(list)
+        for task, value in zip(batch["tasks"], per_sample):
+            sums[task].append(value)
+        for task, values in sums.items():
+            self.log(f"{prefix}/loss/{task}", torch.stack(values).mean(), batch_size=len(values), sync_dist=True)
+
+    def training_step(self, batch: dict[str, Any], batch_idx: int) -> Tensor:
+        out = self(batch)
+        loss = out["loss"]
+        aux = self.adapter.aux_loss() if self.adapter is not None else None
+        if aux is not None:
+            self.log("train/aux_loss", aux.detach(), batch_size=len(batch["tasks"]))
+            loss = loss + aux
+        batch_size = len(batch["tasks"])
+        self.log("train/loss", out["loss"].detach(), prog_bar=True, batch_size=batch_size)
+        self._log_per_task("train", batch, out["per_sample"].detach())
+        if batch.get("n_skipped"):
+            self.log("data/skipped_media", float(batch["n_skipped"]), reduce_fx="sum", batch_size=batch_size)
+        return loss
+
+    def _eval_step(self, batch: dict[str, Any], prefix: str) -> None:
+        out = self(batch)
+        self.log(f"{prefix}/loss", out["loss"], prog_bar=True, batch_size=len(batch["tasks"]), sync_dist=True)
+        self._log_per_task(prefix, batch, out["per_sample"])
+        if not self.generate_val:
+            return
+        from crabzoo.tasks import get_task
+
+        texts = self.generate(batch)
+        by_task: dict[str, tuple[list, list]] = defaultdict(lambda: ([], []))
+        for task, text, truth in zip(batch["tasks"], texts, batch["truths"]):
+            preds, truths = by_task[task]
+            preds.append(get_task(task).parse(text))
+            truths.append(truth)
+        for task, (preds, truths) in by_task.items():
+            if task not in self.val_metrics:
+                self.val_metrics[task] = get_task(task).make_metric().to(self.device)
+            self.val_metrics[task].update(preds, truths)
+
+    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
+        self._eval_step(batch, "val")
+
+    def test_step(self, batch: dict[str, Any], batch_idx: int) -> None:
+        self._eval_step(batch, "test")
+
+    def predict_step(self, batch: dict[str, Any], batch_idx: int) -> list[dict[str, Any]]:
+        texts = self.generate(batch)
+        return [{"id": i, "task": t, "prediction": p} for i, t, p in zip(batch["ids"], batch["tasks"], texts)]
+
+    def _compute_metrics(self, prefix: str) -> None:
+        results: dict[str, dict[str, float]] = {}
+        for task, metric in self.val_metrics.items():
+            if not getattr(metric, "update_called", True):
+                continue
+            values = metric.compute()
+            results[task] = {k: float(v) for k, v in values.items()}
+            for key, value in results[task].items():
+                self.log(f"{prefix}/{task}/{key}", value, sync_dist=False)
+            metric.reset()
+        if results:
+            self.results = results
+
+    def on_validation_epoch_end(self) -> None:
+        self._compute_metrics("val")
+
+    def on_test_epoch_end(self) -> None:
+        self._compute_metrics("test")
+
+    # ------------------------------------------------------------------ optimisation
+    def configure_optimizers(self) -> Any:
+        params = [p for p in self.parameters() if p.requires_grad]
+        if not params:
+            raise CrabzooError(
+                "nothing to train: every module group is frozen and there is no adapter; set "
+                "`model.init_args.train_groups` or `model.init_args.adapter`"
+            )
+        optimizer = self.optimizer_factory(params)
+        if self.scheduler_factory is None:
+            return optimizer
+        scheduler = self.scheduler_factory(optimizer)
+        if hasattr(scheduler, "set_total_steps"):
+            total = self.trainer.estimated_stepping_batches
+            scheduler.set_total_steps(int(total) if math.isfinite(total) else 1)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}

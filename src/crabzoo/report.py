@@ -1,0 +1,117 @@
+"""The per-task results table written at the end of ``fit``, ``validate`` and ``test``.
+
+The table lists, per task, its group, every metric with the chance level where the task defines one, and
+``n_parsed / n_total`` (unparsable generations count as wrong). It is printed and written atomically as
+``results.json`` and ``results.md`` into the run directory.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+
+
+def atomic_write_text(path: str | Path, text: str) -> None:
+    """Write ``text`` to ``path`` via a temporary file in the same folder and an atomic rename."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as fh:
+            fh.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _chance(task_name: str) -> dict[str, float]:
+    from crabzoo.tasks import get_task
+
+    task = get_task(task_name)
+    chance = getattr(task, "chance", None)
+    value = chance() if callable(chance) else chance
+    return dict(value or {})
+
+
+def build_rows(results: dict[str, dict[str, float]]) -> list[dict[str, Any]]:
+    """One row per (task, metric) with the chance level and parse counts."""
+    from crabzoo.tasks import get_task
+
+    rows = []
+    for task, values in sorted(results.items()):
+        group = getattr(get_task(task), "group", "")
+        chance = _chance(task)
+        n_total, n_parsed = values.get("n_total"), values.get("n_parsed")
+        for key, value in values.items():
+            if key in ("n_total", "n_parsed"):
+                continue
+            rows.append(
+                {
+                    "task": task,
+                    "group": group,
+                    "metric": key,
+                    "value": value,
+                    "chance": chance.get(key),
+                    "n_parsed": n_parsed,
+                    "n_total": n_total,
+                }
+            )
+    return rows
+
+
+def markdown_table(rows: list[dict[str, Any]]) -> str:
+    """Render rows as a Markdown table."""
+
+    def fmt(v: Any) -> str:
+        if v is None:
+            return "–"
+        if isinstance(v, float):
+            return f"{v:.4g}" if abs(v) >= 1e-3 or v == 0 else f"{v:.2e}"
+        return str(v)
+
+    lines = ["| task | group | metric | value | chance | parsed / total |", "|---|---|---|---:|---:|---:|"]
+    for r in rows:
+        parsed = f"{fmt(r['n_parsed'] and int(r['n_parsed']))} / {fmt(r['n_total'] and int(r['n_total']))}"
+        lines.append(f"| {r['task']} | {r['group']} | {r['metric']} | {fmt(r['value'])} | {fmt(r['chance'])} | {parsed} |")
+    return "\n".join(lines) + "\n"
+
+
+class ReportCallback(L.Callback):
+    """Print and save the per-task table after validation/testing.
+
+    Args:
+        enabled: Write the report.
+        filename: Stem of the written files (``results`` -> ``results.json`` + ``results.md``).
+    """
+
+    def __init__(self, enabled: bool = True, filename: str = "results") -> None:
+        self.enabled = enabled
+        self.filename = filename
+
+    def _write(self, trainer: L.Trainer, module: L.LightningModule, stage: str) -> None:
+        results = getattr(module, "results", None)
+        if not self.enabled or not results or not trainer.is_global_zero:
+            return
+        rows = build_rows(results)
+        run_dir = Path(trainer.log_dir or trainer.default_root_dir)
+        table = markdown_table(rows)
+        payload = {"stage": stage, "global_step": trainer.global_step, "results": results, "rows": rows}
+        atomic_write_text(run_dir / f"{self.filename}.json", json.dumps(payload, indent=2))
+        atomic_write_text(run_dir / f"{self.filename}.md", f"# {stage} results (step {trainer.global_step})\n\n{table}")
+        print(f"\nPer-task {stage} results (written to {run_dir / self.filename}.md):\n\n{table}")
+
+    def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._write(trainer, pl_module, "fit")
+
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.state.fn == "validate":
+            self._write(trainer, pl_module, "validate")
+
+    def on_test_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._write(trainer, pl_module, "test")
