@@ -27,6 +27,9 @@ ROLES: dict[str, tuple[str, ...]] = {
 }
 """Role -> names of the base classes that define it (as written in crabzoo's sources)."""
 
+CONCRETE_ROOTS = frozenset({"AVLLM", "AVUIEDataModule", "MaskDecoder"})
+"""Role roots that are themselves usable components (the others are abstract contracts)."""
+
 BASE_PATHS: dict[str, str] = {
     "AudioEncoder": "crabzoo.encoders.base.AudioEncoder",
     "VisualEncoder": "crabzoo.encoders.base.VisualEncoder",
@@ -76,6 +79,9 @@ def _scan_sources(root: Path) -> dict[str, tuple[str, list[str], str, bool]]:
 def _role_of(name: str, classes: dict[str, tuple[str, list[str], str, bool]], seen: frozenset = frozenset()) -> str | None:
     if name in seen or name not in classes:
         return None
+    for role, roots in ROLES.items():
+        if name in roots:
+            return role
     for base in classes[name][1]:
         for role, roots in ROLES.items():
             if base in roots:
@@ -93,7 +99,8 @@ def builtin_components() -> list[Component]:
     found = []
     for name, (path, _, summary, abstract) in classes.items():
         role = _role_of(name, classes)
-        if role and not abstract:
+        is_contract = any(name in roots for roots in ROLES.values()) and name not in CONCRETE_ROOTS
+        if role and not abstract and not is_contract:
             found.append(Component(role, path, summary))
     return found
 
