@@ -151,13 +151,3 @@ class Processor:
             batch["media"][stream] = {"inputs": inputs, "timestamps": times, "mask": mask}
         return batch
 
-
-def move_batch(batch: dict[str, Any], device: torch.device) -> dict[str, Any]:
-    """Move every tensor of a batch (nested in dicts and lists) to ``device``."""
-    if isinstance(batch, Tensor):
-        return batch.to(device)
-    if isinstance(batch, dict):
-        return {k: move_batch(v, device) for k, v in batch.items()}
-    if isinstance(batch, list):
-        return [move_batch(v, device) for v in batch]
-    return batch
