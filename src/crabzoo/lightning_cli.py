@@ -7,6 +7,7 @@ including a user's own class on ``PYTHONPATH``, is selected from YAML without ed
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 from typing import Any
 
 from lightning.pytorch.cli import LightningCLI
@@ -17,16 +18,38 @@ from crabzoo.paradigms.base import AVLLM
 from crabzoo.report import ReportCallback
 
 
+def next_version(root: str | Path) -> int:
+    """The first ``N`` such that ``root/version_N`` does not exist."""
+    root = Path(root)
+    taken = [int(p.name.split("_", 1)[1]) for p in root.glob("version_*") if p.name.split("_", 1)[1].isdigit()]
+    return max(taken, default=-1) + 1
+
+
+def default_loggers(root: str | Path) -> list[Any]:
+    """TensorBoard and CSV loggers sharing ``root/version_N`` (the run directory)."""
+    from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
+
+    version = next_version(root)
+    return [TensorBoardLogger(str(root), name="", version=version), CSVLogger(str(root), name="", version=version)]
+
+
 class CrabzooCLI(LightningCLI):
-    """LightningCLI for crabzoo paradigms; adds the per-task report callback to every run."""
+    """LightningCLI for crabzoo paradigms.
+
+    Adds the per-task report callback to every run and, unless the recipe sets ``trainer.logger``, logs with
+    TensorBoard and CSV into ``<default_root_dir>/version_N/`` (with the resolved config, checkpoints and report).
+    """
 
     def add_arguments_to_parser(self, parser: Any) -> None:
         parser.add_lightning_class_args(ReportCallback, "report")
 
+    def _instantiate_trainer(self, config: dict[str, Any], callbacks: list[Any]) -> Any:
+        if config.get("logger") in (None, True):
+            config["logger"] = default_loggers(config.get("default_root_dir") or "runs")
+        return super()._instantiate_trainer(config, callbacks)
+
 
 def _check_config_paths(argv: list[str]) -> None:
-    from pathlib import Path
-
     for flag, value in zip(argv, argv[1:]):
         if flag == "--config" and not Path(value).is_file():
             raise CrabzooError(f"config file {value} not found (paths are relative to {Path.cwd()})")

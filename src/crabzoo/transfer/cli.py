@@ -1,0 +1,42 @@
+"""``crabzoo transfer``: run, resume or report a single- vs multi-task transfer study."""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+from pathlib import Path
+
+
+def main(argv: list[str]) -> None:
+    """``crabzoo transfer --config STUDY.yaml [--dry-run | --report-only] [--retry-failed]``."""
+    parser = argparse.ArgumentParser(
+        prog="crabzoo transfer",
+        description="Train single-task and multi-task models per paradigm and report the transfer.",
+    )
+    parser.add_argument("--config", required=True, help="study YAML (see recipes/transfer/)")
+    parser.add_argument("--dry-run", action="store_true", help="print the runs as `crabzoo fit` command lines and exit")
+    parser.add_argument("--report-only", action="store_true", help="only (re)write the report from finished runs")
+    parser.add_argument("--retry-failed", action="store_true", help="run again the runs that failed before")
+    parser.add_argument("--only", help="run only the runs whose label contains this text (e.g. 'stc/' or '/seed1')")
+    args = parser.parse_args(argv)
+
+    from crabzoo.transfer.report import write_report
+    from crabzoo.transfer.study import StudyConfig, build_runs, execute, run_status, save_plan
+
+    config = StudyConfig.from_yaml(args.config)
+    runs = build_runs(config)
+    if args.only:
+        runs = [r for r in runs if args.only in r.label]
+    if args.dry_run:
+        for run in runs:
+            print(f"# {run.label} [{run_status(run)}]")
+            print(shlex.join(run.command))
+        return
+    save_plan(config, runs)
+    if not args.report_only:
+        execute(runs, retry_failed=args.retry_failed)
+    out = Path(config.out)
+    payload = write_report(build_runs(config), config.reference, out)
+    print((out / "report.md").read_text())
+    for plot in payload["plots"]:
+        print(f"plot: {plot}")

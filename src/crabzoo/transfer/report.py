@@ -1,0 +1,265 @@
+"""The transfer report: per task and metric, multi-task minus single-task, over seeds, with noise bands.
+
+For a metric ``m`` of task ``t`` and seed ``s``: ``Δ_s = sign(m) · (M_multi(t, s) − M_single(t, s))`` with
+``sign = −1`` for lower-is-better metrics, so a positive Δ always means positive transfer. Δ is reported as
+mean ± sample standard deviation over seeds and marked *within noise* when ``|mean Δ|`` does not exceed the
+seed spread (the larger standard deviation of the single- and multi-task scores over seeds). The share of
+tasks with positive and negative transfer is counted both per metric entry and per dataset (each task's
+primary metric), as the method's headline numbers can be read either way.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections import defaultdict
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+from typing import Any
+
+PARSE_KEYS = ("n_total", "n_parsed")
+
+
+@dataclass(frozen=True)
+class Delta:
+    """Transfer of one (paradigm, regime, task, metric) over seeds."""
+
+    paradigm: str
+    regime: str
+    task: str
+    metric: str
+    primary: bool
+    single: float
+    multi: float
+    mean: float
+    std: float
+    spread: float
+    seeds: int
+
+    @property
+    def within_noise(self) -> bool | None:
+        """``|mean Δ| <= seed spread``; ``None`` with a single seed (no spread to compare with)."""
+        if self.seeds < 2:
+            return None
+        return abs(self.mean) <= self.spread
+
+
+def _mean(xs: list[float]) -> float:
+    return sum(xs) / len(xs)
+
+
+def _std(xs: list[float]) -> float:
+    if len(xs) < 2:
+        return 0.0
+    m = _mean(xs)
+    return math.sqrt(sum((x - m) ** 2 for x in xs) / (len(xs) - 1))
+
+
+def metric_info(task: str) -> tuple[dict[str, bool], str | None]:
+    """``(higher_is_better per metric key, primary key)`` from the task's metric, with safe defaults."""
+    try:
+        from crabzoo.tasks import get_task
+
+        metric = get_task(task).make_metric()
+    except Exception:
+        return {}, None
+    directions = getattr(metric, "higher_is_better", None)
+    if not isinstance(directions, dict):
+        directions = getattr(metric, "directions", {}) or {}
+    primary = getattr(metric, "primary", None) or getattr(metric, "primary_key", None)
+    return dict(directions), primary
+
+
+def compute_deltas(
+    single: dict[tuple[str, str, int], dict[str, float]],
+    multi: dict[tuple[str, str, str, int], dict[str, float]],
+    info: Any = metric_info,
+) -> list[Delta]:
+    """Pair single- and multi-task scores by (paradigm, task, seed) and summarise over seeds.
+
+    Args:
+        single: ``(paradigm, task, seed) -> {metric: value}`` from the single-task runs.
+        multi: ``(paradigm, regime, task, seed) -> {metric: value}`` from the multi-task runs.
+        info: ``task -> (higher_is_better per metric, primary metric)``.
+
+    Returns:
+        One :class:`Delta` per (paradigm, multi regime, task, metric) with at least one paired seed.
+    """
+    grouped: dict[tuple[str, str, str, str], list[tuple[float, float]]] = defaultdict(list)
+    for (paradigm, regime, task, seed), scores in multi.items():
+        reference = single.get((paradigm, task, seed))
+        if reference is None:
+            continue
+        for metric, value in scores.items():
+            if metric in PARSE_KEYS or metric not in reference:
+                continue
+            grouped[(paradigm, regime, task, metric)].append((reference[metric], value))
+    deltas = []
+    cache: dict[str, tuple[dict[str, bool], str | None]] = {}
+    for (paradigm, regime, task, metric), pairs in sorted(grouped.items()):
+        if task not in cache:
+            cache[task] = info(task)
+        directions, primary = cache[task]
+        sign = 1.0 if directions.get(metric, True) else -1.0
+        d = [sign * (m - s) for s, m in pairs]
+        singles, multis = [s for s, _ in pairs], [m for _, m in pairs]
+        deltas.append(
+            Delta(
+                paradigm, regime, task, metric,
+                primary=(metric == primary) if primary else False,
+                single=_mean(singles), multi=_mean(multis), mean=_mean(d), std=_std(d),
+                spread=max(_std(singles), _std(multis)), seeds=len(pairs),
+            )
+        )
+    # a task without a declared primary metric uses its first metric
+    declared = {(d.paradigm, d.regime, d.task) for d in deltas if d.primary}
+    seen: set[tuple[str, str, str]] = set()
+    result = []
+    for d in deltas:
+        key = (d.paradigm, d.regime, d.task)
+        if key not in declared and key not in seen:
+            d = replace(d, primary=True)
+        seen.add(key)
+        result.append(d)
+    return result
+
+def shares(deltas: list[Delta]) -> list[dict[str, Any]]:
+    """Per (paradigm, regime): the share of positive / negative transfer per metric entry and per dataset."""
+    rows = []
+    keys = sorted({(d.paradigm, d.regime) for d in deltas})
+    for paradigm, regime in keys:
+        own = [d for d in deltas if d.paradigm == paradigm and d.regime == regime]
+        for scope, items in (("metric", own), ("dataset", [d for d in own if d.primary])):
+            n = len(items)
+            pos = sum(d.mean > 0 for d in items)
+            neg = sum(d.mean < 0 for d in items)
+            beyond_pos = sum(d.mean > 0 and d.within_noise is False for d in items)
+            beyond_neg = sum(d.mean < 0 and d.within_noise is False for d in items)
+            rows.append(
+                {
+                    "paradigm": paradigm, "regime": regime, "scope": scope, "n": n,
+                    "positive": pos, "negative": neg,
+                    "positive_share": pos / n if n else float("nan"),
+                    "negative_share": neg / n if n else float("nan"),
+                    "positive_beyond_noise": beyond_pos, "negative_beyond_noise": beyond_neg,
+                }
+            )
+    return rows
+
+
+def markdown(deltas: list[Delta], share_rows: list[dict[str, Any]], failures: list[str]) -> str:
+    """The report as Markdown: the shares first, then every Δ."""
+    out = ["# Transfer report", "", "## Share of tasks with positive transfer", ""]
+    out += ["| paradigm | regime | counted per | n | positive | negative | positive beyond noise | negative beyond noise |", "|---|---|---|---:|---:|---:|---:|---:|"]
+    for r in share_rows:
+        out.append(
+            f"| {r['paradigm']} | {r['regime']} | {r['scope']} | {r['n']} | {r['positive']} ({r['positive_share']:.0%}) | "
+            f"{r['negative']} ({r['negative_share']:.0%}) | {r['positive_beyond_noise']} | {r['negative_beyond_noise']} |"
+        )
+    out += ["", "## Δ = multi − single (sign-corrected; mean ± std over seeds)", ""]
+    out += ["| paradigm | regime | task | metric | single | multi | Δ | within noise |", "|---|---|---|---|---:|---:|---:|---|"]
+    for d in deltas:
+        noise = {None: "n/a (1 seed)", True: "yes", False: "no"}[d.within_noise]
+        star = " *" if d.primary else ""
+        out.append(
+            f"| {d.paradigm} | {d.regime} | {d.task} | {d.metric}{star} | {d.single:.4g} | {d.multi:.4g} | "
+            f"{d.mean:+.4g} ± {d.std:.2g} | {noise} |"
+        )
+    out += ["", "`*` marks each task's primary metric (the per-dataset count uses it)."]
+    if failures:
+        out += ["", "## Failed runs", ""] + [f"- {f}" for f in failures]
+    return "\n".join(out) + "\n"
+
+
+def plot(deltas: list[Delta], out_dir: Path) -> list[Path]:
+    """Δ bars per task (one group per multi-task regime) per paradigm, and a paradigm x task heat-map."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    written = []
+    primary = [d for d in deltas if d.primary]
+    for paradigm in sorted({d.paradigm for d in primary}):
+        own = [d for d in primary if d.paradigm == paradigm]
+        tasks = sorted({d.task for d in own})
+        regimes = sorted({d.regime for d in own})
+        width = 0.8 / max(1, len(regimes))
+        fig, ax = plt.subplots(figsize=(max(6, 0.6 * len(tasks) + 2), 3.6))
+        for i, regime in enumerate(regimes):
+            vals = {d.task: d for d in own if d.regime == regime}
+            xs = [j + (i - (len(regimes) - 1) / 2) * width for j in range(len(tasks))]
+            ax.bar(xs, [vals[t].mean if t in vals else 0 for t in tasks], width, yerr=[vals[t].std if t in vals else 0 for t in tasks], label=regime, capsize=2)
+        ax.axhline(0, color="black", linewidth=0.8)
+        ax.set_xticks(range(len(tasks)), tasks, rotation=45, ha="right")
+        ax.set_ylabel("Δ primary metric (multi − single)")
+        ax.set_title(f"Transfer per task — {paradigm}")
+        ax.legend()
+        fig.tight_layout()
+        path = out_dir / f"delta_{paradigm}.png"
+        fig.savefig(path, dpi=110)
+        plt.close(fig)
+        written.append(path)
+    if primary:
+        rows = sorted({(d.paradigm, d.regime) for d in primary})
+        tasks = sorted({d.task for d in primary})
+        grid = [[next((d.mean for d in primary if (d.paradigm, d.regime) == r and d.task == t), float("nan")) for t in tasks] for r in rows]
+        bound = max((abs(v) for row in grid for v in row if not math.isnan(v)), default=1.0) or 1.0
+        fig, ax = plt.subplots(figsize=(max(6, 0.6 * len(tasks) + 2), 0.5 * len(rows) + 1.6))
+        im = ax.imshow(grid, cmap="RdBu", vmin=-bound, vmax=bound, aspect="auto")
+        ax.set_xticks(range(len(tasks)), tasks, rotation=45, ha="right")
+        ax.set_yticks(range(len(rows)), [f"{p} / {r}" for p, r in rows])
+        for i, row in enumerate(grid):
+            for j, v in enumerate(row):
+                if not math.isnan(v):
+                    ax.text(j, i, f"{v:+.2f}", ha="center", va="center", fontsize=7)
+        fig.colorbar(im, ax=ax, label="Δ primary metric")
+        ax.set_title("Transfer: paradigm × task")
+        fig.tight_layout()
+        path = out_dir / "heatmap.png"
+        fig.savefig(path, dpi=110)
+        plt.close(fig)
+        written.append(path)
+    return written
+
+
+def collect(runs: list[Any], reference: str) -> tuple[dict, dict, list[str]]:
+    """Read every finished run's ``results.json`` into the single/multi score tables."""
+    from crabzoo.transfer.study import FAILED, latest_results
+
+    single: dict[tuple[str, str, int], dict[str, float]] = {}
+    multi: dict[tuple[str, str, str, int], dict[str, float]] = {}
+    failures = []
+    for run in runs:
+        if (run.directory / FAILED).is_file():
+            failures.append(f"{run.label}: see {run.directory / FAILED}")
+            continue
+        path = latest_results(run.directory)
+        if path is None:
+            continue
+        results = json.loads(path.read_text())["results"]
+        for task, scores in results.items():
+            if run.regime == reference:
+                single[(run.paradigm, task, run.seed)] = scores
+            else:
+                multi[(run.paradigm, run.regime, task, run.seed)] = scores
+    return single, multi, failures
+
+
+def write_report(runs: list[Any], reference: str, out_dir: Path) -> dict[str, Any]:
+    """Compute and write ``report.json``, ``report.md`` and the plots into ``out_dir``."""
+    from crabzoo.report import atomic_write_text
+
+    single, multi, failures = collect(runs, reference)
+    deltas = compute_deltas(single, multi)
+    share_rows = shares(deltas)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    payload = {
+        "deltas": [{**asdict(d), "within_noise": d.within_noise} for d in deltas],
+        "shares": share_rows,
+        "failures": failures,
+    }
+    atomic_write_text(out_dir / "report.json", json.dumps(payload, indent=2))
+    atomic_write_text(out_dir / "report.md", markdown(deltas, share_rows, failures))
+    payload["plots"] = [str(p) for p in plot(deltas, out_dir)]
+    return payload

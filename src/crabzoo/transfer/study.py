@@ -1,0 +1,238 @@
+"""The run matrix of a transfer study and its execution.
+
+A study YAML names paradigms (each a list of ``--config`` files), regimes (single-task, multi-task with LoRA,
+multi-task with I-LoRA, or any adapter config), tasks, seeds and a budget rule. Every run is one ordinary
+``crabzoo fit`` in its own directory under the study directory, so a study can also be handed to a cluster
+scheduler as a list of command lines (``--dry-run``).
+"""
+
+from __future__ import annotations
+
+import json
+import shlex
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from crabzoo.errors import CrabzooError
+
+DONE = "DONE.json"
+"""Marker written into a run directory when its ``crabzoo fit`` exited with status 0."""
+
+FAILED = "FAILED.json"
+"""Marker written when a run failed (its exit code and the tail of its output)."""
+
+
+@dataclass(frozen=True)
+class Regime:
+    """How a group of runs trains.
+
+    Attributes:
+        name: Short name used in directories and reports (``single``, ``lora``, ``ilora``).
+        multitask: One run on all tasks (``True``) or one run per task (``False``).
+        configs: Extra ``--config`` files (typically the adapter).
+        args: Extra command-line arguments.
+    """
+
+    name: str
+    multitask: bool
+    configs: tuple[str, ...] = ()
+    args: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Run:
+    """One ``crabzoo fit`` of the matrix."""
+
+    paradigm: str
+    regime: str
+    tasks: tuple[str, ...]
+    seed: int
+    directory: Path
+    command: tuple[str, ...]
+
+    @property
+    def label(self) -> str:
+        """``paradigm/regime/task-or-all/seedN``."""
+        scope = self.tasks[0] if len(self.tasks) == 1 else "all"
+        return f"{self.paradigm}/{self.regime}/{scope}/seed{self.seed}"
+
+
+@dataclass
+class StudyConfig:
+    """A transfer study, as read from YAML.
+
+    Attributes:
+        out: Study directory.
+        recipe: ``--config`` files shared by every run (data, optimisation, trainer).
+        paradigms: Paradigm name -> its ``--config`` files.
+        regimes: The regimes; exactly one must be single-task (the reference).
+        tasks: Task folders.
+        seeds: Seeds; each (paradigm, regime) is run once per seed.
+        budget: ``epochs`` (equal epochs over each run's data, the paper's protocol) or ``steps`` (equal optimizer
+            steps for every run).
+        epochs: Epochs per run when ``budget`` is ``epochs``.
+        steps: Optimizer steps per run when ``budget`` is ``steps``.
+        args: Extra arguments for every run.
+    """
+
+    out: str
+    recipe: list[str]
+    paradigms: dict[str, list[str]]
+    regimes: list[Regime]
+    tasks: list[str]
+    seeds: list[int] = field(default_factory=lambda: [0])
+    budget: str = "epochs"
+    epochs: int = 1
+    steps: int = 100
+    args: list[str] = field(default_factory=list)
+
+    @classmethod
+    def from_yaml(cls, path: str | Path) -> StudyConfig:
+        """Read and validate a study file; mistakes raise CrabzooError naming the key."""
+        import yaml
+
+        path = Path(path)
+        if not path.is_file():
+            raise CrabzooError(f"study file {path} not found")
+        raw = yaml.safe_load(path.read_text()) or {}
+        known = {f for f in cls.__dataclass_fields__}
+        unknown = sorted(set(raw) - known)
+        if unknown:
+            raise CrabzooError(f"{path}: unknown key(s) {unknown}; valid keys are {sorted(known)}")
+        for key in ("out", "recipe", "paradigms", "regimes", "tasks"):
+            if key not in raw:
+                raise CrabzooError(f"{path}: missing key {key!r}")
+        regimes = []
+        for name, spec in dict(raw["regimes"]).items():
+            spec = spec or {}
+            bad = sorted(set(spec) - {"multitask", "configs", "args"})
+            if bad:
+                raise CrabzooError(f"{path}: regime {name!r} has unknown key(s) {bad}; use multitask, configs, args")
+            regimes.append(Regime(name, bool(spec.get("multitask", True)), tuple(spec.get("configs", ())), tuple(spec.get("args", ()))))
+        raw["regimes"] = regimes
+        raw["recipe"] = list(raw["recipe"]) if isinstance(raw["recipe"], list) else [raw["recipe"]]
+        config = cls(**raw)
+        config.validate(str(path))
+        return config
+
+    def validate(self, where: str = "study") -> None:
+        """Check the budget rule and that exactly one regime is the single-task reference."""
+        if self.budget not in ("epochs", "steps"):
+            raise CrabzooError(f"{where}: budget must be 'epochs' or 'steps', not {self.budget!r}")
+        singles = [r.name for r in self.regimes if not r.multitask]
+        if len(singles) != 1:
+            raise CrabzooError(f"{where}: exactly one regime must have multitask: false (the single-task reference); found {singles}")
+        if not self.tasks:
+            raise CrabzooError(f"{where}: tasks is empty")
+
+    @property
+    def reference(self) -> str:
+        """Name of the single-task regime."""
+        return next(r.name for r in self.regimes if not r.multitask)
+
+
+def build_runs(config: StudyConfig, executable: str = "crabzoo") -> list[Run]:
+    """The full matrix: paradigms x regimes x (tasks for single-task regimes) x seeds."""
+    out = Path(config.out)
+    runs = []
+    for paradigm, paradigm_configs in config.paradigms.items():
+        for regime in config.regimes:
+            scopes = [(t,) for t in config.tasks] if not regime.multitask else [tuple(config.tasks)]
+            for tasks in scopes:
+                for seed in config.seeds:
+                    scope = tasks[0] if len(tasks) == 1 else "all"
+                    directory = out / paradigm / regime.name / scope / f"seed{seed}"
+                    cmd = [executable, "fit"]
+                    for c in [*paradigm_configs, *config.recipe, *regime.configs]:
+                        cmd += ["--config", c]
+                    cmd += ["--data.init_args.tasks", json.dumps(list(tasks)), "--seed_everything", str(seed)]
+                    cmd += ["--trainer.default_root_dir", str(directory)]
+                    if config.budget == "epochs":
+                        cmd += ["--trainer.max_epochs", str(config.epochs), "--trainer.max_steps", "-1"]
+                    else:
+                        cmd += ["--trainer.max_steps", str(config.steps), "--trainer.max_epochs", "-1"]
+                    cmd += [*regime.args, *config.args]
+                    runs.append(Run(paradigm, regime.name, tasks, seed, directory, tuple(cmd)))
+    return runs
+
+
+def last_checkpoint(directory: Path) -> Path | None:
+    """The newest ``version_*/checkpoints/last.ckpt`` of a run directory, if any."""
+    found = sorted(directory.glob("version_*/checkpoints/last.ckpt"), key=lambda p: p.stat().st_mtime)
+    return found[-1] if found else None
+
+
+def latest_results(directory: Path) -> Path | None:
+    """The newest ``version_*/results.json`` of a run directory, if any."""
+    found = sorted(directory.glob("version_*/results.json"), key=lambda p: p.stat().st_mtime)
+    return found[-1] if found else None
+
+
+def run_status(run: Run) -> str:
+    """``done``, ``failed``, ``partial`` (a checkpoint exists: it will resume) or ``pending``."""
+    if (run.directory / DONE).is_file():
+        return "done"
+    if (run.directory / FAILED).is_file():
+        return "failed"
+    if last_checkpoint(run.directory) is not None:
+        return "partial"
+    return "pending"
+
+
+def _write_json(path: Path, payload: dict[str, Any]) -> None:
+    from crabzoo.report import atomic_write_text
+
+    atomic_write_text(path, json.dumps(payload, indent=2, default=str))
+
+
+def execute(runs: list[Run], retry_failed: bool = False, echo: bool = True) -> dict[str, str]:
+    """Run every unfinished run in order; return ``label -> status`` after execution.
+
+    Finished runs are skipped; a run with a checkpoint resumes from it (``--ckpt_path last``); a crash is
+    recorded in the run's ``FAILED.json`` and the study goes on.
+    """
+    statuses = {}
+    for i, run in enumerate(runs, 1):
+        status = run_status(run)
+        if status == "done" or (status == "failed" and not retry_failed):
+            statuses[run.label] = status
+            if echo:
+                print(f"[{i}/{len(runs)}] {run.label}: {status}, skipped")
+            continue
+        run.directory.mkdir(parents=True, exist_ok=True)
+        (run.directory / FAILED).unlink(missing_ok=True)
+        cmd = list(run.command)
+        if status == "partial":
+            cmd += ["--ckpt_path", str(last_checkpoint(run.directory))]
+        if cmd[0] == "crabzoo":
+            cmd = [sys.executable, "-m", "crabzoo.cli", *cmd[1:]]
+        if echo:
+            print(f"[{i}/{len(runs)}] {run.label}: {'resuming' if status == 'partial' else 'running'}", flush=True)
+        start = time.time()
+        log = run.directory / "stdout.log"
+        with open(log, "w") as fh:
+            proc = subprocess.run(cmd, stdout=fh, stderr=subprocess.STDOUT)
+        record = {"label": run.label, "command": shlex.join(run.command), "seconds": round(time.time() - start, 1), "returncode": proc.returncode}
+        if proc.returncode == 0:
+            _write_json(run.directory / DONE, record)
+            statuses[run.label] = "done"
+        else:
+            record["output_tail"] = log.read_text()[-4000:]
+            _write_json(run.directory / FAILED, record)
+            statuses[run.label] = "failed"
+            if echo:
+                print(f"    failed (exit {proc.returncode}); see {log}")
+    return statuses
+
+
+def save_plan(config: StudyConfig, runs: list[Run]) -> None:
+    """Write ``plan.json`` (the matrix and the command lines) into the study directory."""
+    payload = {
+        "config": {**asdict(config), "regimes": [asdict(r) for r in config.regimes]},
+        "runs": [{"label": r.label, "directory": str(r.directory), "command": shlex.join(r.command)} for r in runs],
+    }
+    _write_json(Path(config.out) / "plan.json", payload)

@@ -1,0 +1,71 @@
+"""Transfer deltas, noise bands and shares against hand-computed values."""
+
+import json
+import math
+
+import pytest
+
+from crabzoo.transfer.report import compute_deltas, markdown, shares
+
+INFO = {
+    "ks": ({"accuracy": True}, "accuracy"),
+    "nulls": ({"S": False}, "S"),
+    "ave": ({"accuracy": True, "f1": True}, "accuracy"),
+}
+
+
+def info(task):
+    return INFO[task]
+
+
+def test_delta_sign_mean_std_and_noise():
+    single = {("p", "ks", 0): {"accuracy": 0.50}, ("p", "ks", 1): {"accuracy": 0.60}}
+    multi = {("p", "ilora", "ks", 0): {"accuracy": 0.70, "n_total": 10}, ("p", "ilora", "ks", 1): {"accuracy": 0.60}}
+    (d,) = compute_deltas(single, multi, info)
+    # per-seed deltas +0.20 and 0.00 -> mean 0.10, sample std sqrt(((0.1)^2 + (0.1)^2) / 1) = 0.1414
+    assert d.mean == pytest.approx(0.10)
+    assert d.std == pytest.approx(math.sqrt(0.02))
+    # spread = max(std(0.5, 0.6), std(0.7, 0.6)) = 0.0707 < 0.10 -> beyond noise
+    assert d.spread == pytest.approx(math.sqrt(0.005))
+    assert d.within_noise is False
+    assert d.primary and d.seeds == 2
+
+
+def test_lower_is_better_metric_is_sign_corrected():
+    single = {("p", "nulls", 0): {"S": 0.30}}
+    multi = {("p", "lora", "nulls", 0): {"S": 0.10}}
+    (d,) = compute_deltas(single, multi, info)
+    assert d.mean == pytest.approx(+0.20)  # a smaller S is better: positive transfer
+    assert d.within_noise is None  # one seed: no spread
+
+
+def test_within_noise_when_delta_below_spread():
+    single = {("p", "ks", 0): {"accuracy": 0.2}, ("p", "ks", 1): {"accuracy": 0.8}}
+    multi = {("p", "lora", "ks", 0): {"accuracy": 0.3}, ("p", "lora", "ks", 1): {"accuracy": 0.8}}
+    (d,) = compute_deltas(single, multi, info)
+    assert d.mean == pytest.approx(0.05) and d.within_noise is True
+
+
+def test_shares_per_metric_and_per_dataset():
+    single = {("p", "ks", 0): {"accuracy": 0.5}, ("p", "ave", 0): {"accuracy": 0.5, "f1": 0.5}, ("p", "nulls", 0): {"S": 0.2}}
+    multi = {
+        ("p", "ilora", "ks", 0): {"accuracy": 0.6},  # +
+        ("p", "ilora", "ave", 0): {"accuracy": 0.4, "f1": 0.7},  # -, +
+        ("p", "ilora", "nulls", 0): {"S": 0.1},  # + (lower is better)
+    }
+    rows = {r["scope"]: r for r in shares(compute_deltas(single, multi, info))}
+    assert (rows["metric"]["n"], rows["metric"]["positive"], rows["metric"]["negative"]) == (4, 3, 1)
+    assert (rows["dataset"]["n"], rows["dataset"]["positive"], rows["dataset"]["negative"]) == (3, 2, 1)
+    assert rows["dataset"]["positive_share"] == pytest.approx(2 / 3)
+
+
+def test_unpaired_seeds_and_parse_counts_are_ignored():
+    single = {("p", "ks", 0): {"accuracy": 0.5, "n_total": 4, "n_parsed": 4}}
+    multi = {("p", "ilora", "ks", 1): {"accuracy": 0.9}, ("p", "ilora", "ks", 0): {"accuracy": 0.4, "n_parsed": 2}}
+    (d,) = compute_deltas(single, multi, info)
+    assert d.seeds == 1 and d.mean == pytest.approx(-0.1) and d.metric == "accuracy"
+
+
+def test_markdown_lists_failures():
+    text = markdown([], [], ["p/ilora/all/seed0: see FAILED.json"])
+    assert "## Failed runs" in text and "p/ilora/all/seed0" in text

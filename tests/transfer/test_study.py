@@ -1,0 +1,69 @@
+"""The study matrix, command lines, skipping of finished runs and reporting of crashed runs."""
+
+import json
+import sys
+
+import pytest
+
+from crabzoo.errors import CrabzooError
+from crabzoo.transfer.study import DONE, FAILED, Run, StudyConfig, build_runs, execute, run_status
+
+
+def study_file(tmp_path, **extra):
+    body = {
+        "out": str(tmp_path / "study"),
+        "recipe": ["recipes/quickstart.yaml"],
+        "paradigms": {"mod": ["paradigms/tiny/modular-qformer.yaml"], "stc": ["paradigms/tiny/stc.yaml"]},
+        "regimes": {"single": {"multitask": False}, "lora": {"configs": ["lora.yaml"]}, "ilora": {"configs": ["ilora.yaml"]}},
+        "tasks": ["ks", "ave", "a2v"],
+        "seeds": [0, 1],
+        **extra,
+    }
+    path = tmp_path / "study.yaml"
+    import yaml
+
+    path.write_text(yaml.safe_dump(body))
+    return path
+
+
+def test_matrix_size_and_commands(tmp_path):
+    config = StudyConfig.from_yaml(study_file(tmp_path))
+    runs = build_runs(config)
+    # per paradigm: single 3 tasks x 2 seeds + 2 multi regimes x 2 seeds = 10
+    assert len(runs) == 20
+    single = [r for r in runs if r.regime == "single"]
+    assert {r.tasks for r in single} == {("ks",), ("ave",), ("a2v",)}
+    cmd = next(r.command for r in runs if r.label == "stc/ilora/all/seed1")
+    assert cmd[:2] == ("crabzoo", "fit")
+    assert cmd[cmd.index("--seed_everything") + 1] == "1"
+    assert json.loads(cmd[cmd.index("--data.init_args.tasks") + 1]) == ["ks", "ave", "a2v"]
+    assert "ilora.yaml" in cmd and "--trainer.max_epochs" in cmd  # equal-epochs budget by default
+
+
+def test_equal_steps_budget(tmp_path):
+    runs = build_runs(StudyConfig.from_yaml(study_file(tmp_path, budget="steps", steps=7)))
+    cmd = runs[0].command
+    assert cmd[cmd.index("--trainer.max_steps") + 1] == "7"
+
+
+@pytest.mark.parametrize(
+    "extra, message",
+    [({"budget": "hours"}, "budget must be"), ({"colour": 1}, "unknown key"), ({"regimes": {"a": {}, "b": {}}}, "exactly one regime")],
+)
+def test_bad_study_files(tmp_path, extra, message):
+    with pytest.raises(CrabzooError, match=message):
+        StudyConfig.from_yaml(study_file(tmp_path, **extra))
+
+
+def test_finished_runs_are_skipped_and_crashes_reported(tmp_path):
+    ok = Run("p", "single", ("ks",), 0, tmp_path / "ok", (sys.executable, "-c", "print('fine')"))
+    done = Run("p", "single", ("ave",), 0, tmp_path / "done", (sys.executable, "-c", "raise SystemExit(3)"))
+    bad = Run("p", "lora", ("ks", "ave"), 0, tmp_path / "bad", (sys.executable, "-c", "raise SystemExit(3)"))
+    (tmp_path / "done").mkdir()
+    (tmp_path / "done" / DONE).write_text("{}")
+    statuses = execute([ok, done, bad], echo=False)
+    assert statuses == {ok.label: "done", done.label: "done", bad.label: "failed"}
+    assert json.loads((tmp_path / "bad" / FAILED).read_text())["returncode"] == 3
+    assert run_status(bad) == "failed"
+    # a failed run is not retried unless asked
+    assert execute([bad], echo=False) == {bad.label: "failed"}
