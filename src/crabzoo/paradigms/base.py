@@ -63,6 +63,9 @@ class AVLLM(L.LightningModule):
         task_names: Task order for task-routed adapters (defaults to the datamodule's tasks).
     """
 
+    stream_connectors: bool = True
+    """Whether each encoder stream has its own connector (``False`` for paradigms that fuse the streams)."""
+
     def __init__(
         self,
         backbone: Backbone,
@@ -91,8 +94,9 @@ class AVLLM(L.LightningModule):
         self.audio_encoder = audio_encoder
         self.visual_encoder = visual_encoder
         width = backbone.hidden_size
-        self.audio_connector = self._build_connector(audio_connector, audio_encoder, width, "audio")
-        self.visual_connector = self._build_connector(visual_connector, visual_encoder, width, "visual")
+        self.audio_connector = self._build_connector(audio_connector, audio_encoder, width, "audio") if self.stream_connectors else None
+        self.visual_connector = self._build_connector(visual_connector, visual_encoder, width, "visual") if self.stream_connectors else None
+        self._build_extra(width)
         self.adapter = adapter
         self.train_groups = tuple(train_groups)
         self.optimizer_factory = optimizer
@@ -109,6 +113,13 @@ class AVLLM(L.LightningModule):
             adapter.apply(self.module_groups(), self.default_adapter_targets())
 
     # ------------------------------------------------------------------ assembly
+    def _build_extra(self, width: int) -> None:
+        """Hook for subclasses: build extra modules before freezing and adapter placement."""
+
+    def extra_connectors(self) -> list[nn.Module]:
+        """Connector modules beyond the per-stream ones (fusion connectors, heads' projections)."""
+        return []
+
     @staticmethod
     def _build_connector(
         factory: ConnectorFactory | None, encoder: nn.Module | None, width: int, stream: str
@@ -129,7 +140,7 @@ class AVLLM(L.LightningModule):
             groups["audio_encoder"] = self.audio_encoder
         if self.visual_encoder is not None:
             groups["visual_encoder"] = self.visual_encoder
-        connectors = [m for m in (self.audio_connector, self.visual_connector) if m is not None]
+        connectors = [m for m in (self.audio_connector, self.visual_connector) if m is not None] + self.extra_connectors()
         if connectors:
             groups["connector"] = nn.ModuleList(connectors)
         return groups
@@ -179,23 +190,24 @@ class AVLLM(L.LightningModule):
                 self.val_metrics[name] = get_task(name).make_metric()
 
     # ------------------------------------------------------------------ forward
-    def encode(self, batch: dict[str, Any]) -> dict[str, MediaFeatures]:
-        """Encoder + connector per stream: ``{"audio": ..., "visual": ...}`` in LLM width."""
+    def encode_raw(self, batch: dict[str, Any]) -> dict[str, MediaFeatures]:
+        """Encoder outputs per stream (``{"audio": ..., "visual": ...}``), or cached features when the batch has them."""
         out: dict[str, MediaFeatures] = {}
-        for stream, encoder, connector in (
-            ("audio", self.audio_encoder, self.audio_connector),
-            ("visual", self.visual_encoder, self.visual_connector),
-        ):
+        for stream, encoder in (("audio", self.audio_encoder), ("visual", self.visual_encoder)):
             if encoder is None or stream not in batch["media"]:
                 continue
             media = batch["media"][stream]
             cached = batch.get("features", {}).get(stream)
             if cached is not None:
-                feats = MediaFeatures(cached, media["timestamps"], media["mask"])
+                out[stream] = MediaFeatures(cached, media["timestamps"], media["mask"])
             else:
-                feats = encoder(media["inputs"], media["timestamps"], media["mask"])
-            out[stream] = connector(feats)
+                out[stream] = encoder(media["inputs"], media["timestamps"], media["mask"])
         return out
+
+    def encode(self, batch: dict[str, Any]) -> dict[str, MediaFeatures]:
+        """Encoder + connector per stream, in LLM width."""
+        connectors = {"audio": self.audio_connector, "visual": self.visual_connector}
+        return {stream: connectors[stream](feats) for stream, feats in self.encode_raw(batch).items()}
 
     def media_embeddings(self, batch: dict[str, Any]) -> dict[str, list[Tensor]]:
         """Per placeholder kind, per sample, the ``(n_tokens, width)`` embeddings that replace it."""
