@@ -1,0 +1,5 @@
+"""Output heads: the prompt stage of Crab+ segmentation (box/points -> mask) and Crab's mask-token decoder."""
+
+from crabzoo.heads.sam2_prompt import BoxFillPrompter, MaskPrompter, Sam2Prompter
+
+__all__ = ["BoxFillPrompter", "MaskPrompter", "Sam2Prompter"]
