@@ -49,6 +49,7 @@ PUNCTUATION: frozenset[str] = frozenset(
 """Tokens the COCO tokenizer drops (compared case-sensitively, so lower-cased brackets survive)."""
 
 _BRACKETS = {"(": "-lrb-", ")": "-rrb-", "{": "-lcb-", "}": "-rcb-", "[": "-lsb-", "]": "-rsb-"}
+_CLITICS = frozenset(["n't", "'s", "'re", "'ve", "'ll", "'d", "'m"])
 _CLITIC = re.compile(r"(?<=\w)(n't|'s|'re|'ve|'ll|'d|'m)\b")
 _SEP_PUNCT = re.compile(r"(\.\.\.|--|[!?;\"`]|,(?!\d)|(?<!\d),|:(?!\d)|(?<!\d):)")
 
@@ -65,10 +66,10 @@ def ptb_tokenize(text: str) -> str:
     tokens: list[str] = []
     for tok in text.split():
         tail = []
-        while len(tok) > 1 and tok[-1] in ".'" and not _CLITIC.fullmatch(tok) and tok.count(".") <= 1:
+        while len(tok) > 1 and tok[-1] in ".'" and tok not in _CLITICS and tok.count(".") <= 1:
             tail.insert(0, tok[-1])
             tok = tok[:-1]
-        if len(tok) > 1 and tok[0] == "'" and not _CLITIC.fullmatch(tok):
+        if len(tok) > 1 and tok[0] == "'" and tok not in _CLITICS:
             tokens.append("'")
             tok = tok[1:]
         tokens.extend([tok, *tail])
