@@ -11,7 +11,7 @@ import numpy as np
 from crabzoo.data.schema import AudioClip, Sample, VisualClip
 from crabzoo.errors import CrabzooError, MalformedRecordError
 from crabzoo.tasks.base import ParseFailure, Task
-from crabzoo.tasks.policies import SEGMENTS_10, AudioPolicy, frame_indices
+from crabzoo.tasks.policies import SEGMENTS_10, AudioPolicy
 
 H_AV = "This is a video and an audio:"
 H_IA = "This is an image and an audio:"
@@ -185,12 +185,10 @@ class VideoTask(BaseTask):
         return (Path(task_dir) / "audio" / value).absolute()
 
     def read_frames(self, path: Path, loader: Any) -> VisualClip:
-        """``self.frames`` frames at native size, sampled endpoint-inclusive over the whole video."""
-        total, fps, _ = loader.video_info(path)
-        indices = frame_indices(int(total), self.frames)
-        frames, times = loader.read_video_frames(path, indices=indices)
-        times = np.asarray(times, dtype=np.float64) if times is not None else np.asarray(indices) / float(fps or 1)
-        return VisualClip(np.asarray(frames, dtype=np.uint8), times)
+        """``self.frames`` frames at native size, sampled endpoint-inclusive over the whole video
+        (``round(linspace(0, n - 1, frames))``, see :func:`~crabzoo.tasks.policies.frame_indices`)."""
+        frames, times = loader.read_video_frames(path, num_frames=self.frames)
+        return VisualClip(np.asarray(frames, dtype=np.uint8), np.asarray(times, dtype=np.float64))
 
     def read_audio(self, path: Path, loader: Any, idx: int = 0) -> AudioClip:
         """Decoded audio cropped by :attr:`audio_policy`."""
