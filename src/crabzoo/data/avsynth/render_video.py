@@ -1,0 +1,249 @@
+"""Drawing AVSynth scenes into frames and masks, and writing them as MP4/AVI, JPG and PNG.
+
+Shapes are rasterised with numpy on the pixel grid, so the ground-truth mask of an object is exactly the set of
+pixels painted with its colour. Videos are encoded with PyAV (H.264 through libx264, one thread, fixed options)
+so that the same scene always decodes to the same frames.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from crabzoo.data.avsynth.world import COLOURS, EMOTIONS, Scene
+
+BACKGROUND = np.array([38, 38, 46], dtype=np.float32)
+"""Background colour (dark blue-grey)."""
+
+SHAPES = ("circle", "square", "triangle", "diamond", "cross", "ring", "hbar", "vbar", "x", "semicircle", "frame", "ellipse")
+"""Shapes the renderer draws (one per category)."""
+
+
+def shape_mask(shape: str, dx: np.ndarray, dy: np.ndarray, r: float) -> np.ndarray:
+    """Boolean mask of ``shape`` centred at the origin, half-size ``r`` pixels, on pixel offsets ``dx``, ``dy``."""
+    ax, ay = np.abs(dx), np.abs(dy)
+    if shape == "circle":
+        return dx * dx + dy * dy < r * r
+    if shape == "square":
+        return np.maximum(ax, ay) < 0.85 * r
+    if shape == "triangle":
+        return (dy < 0.8 * r) & (ax < 0.55 * (dy + r))
+    if shape == "diamond":
+        return ax + ay < r
+    if shape == "cross":
+        return ((ax < 0.3 * r) & (ay < r)) | ((ay < 0.3 * r) & (ax < r))
+    if shape == "ring":
+        d2 = dx * dx + dy * dy
+        return (d2 < r * r) & (d2 > (0.55 * r) ** 2)
+    if shape == "hbar":
+        return (ax < r) & (ay < 0.4 * r)
+    if shape == "vbar":
+        return (ax < 0.4 * r) & (ay < r)
+    if shape == "x":
+        return (np.abs(ax - ay) < 0.3 * r) & (np.maximum(ax, ay) < 0.85 * r)
+    if shape == "semicircle":
+        return (dx * dx + dy * dy < r * r) & (dy < 0.2 * r)
+    if shape == "frame":
+        m = np.maximum(ax, ay)
+        return (m < 0.9 * r) & (m > 0.5 * r)
+    if shape == "ellipse":
+        return (dx / r) ** 2 + (dy / (0.55 * r)) ** 2 < 1.0
+    raise ValueError(f"unknown shape {shape!r}")
+
+
+def texture_gain(texture: str, xs: np.ndarray, ys: np.ndarray) -> np.ndarray:
+    """Brightness multiplier of a texture at integer pixel coordinates."""
+    if texture == "stripes":
+        return np.where((xs // 2) % 2 == 0, 1.0, 0.6)
+    if texture == "checker":
+        return np.where(((xs // 3) + (ys // 3)) % 2 == 0, 1.0, 0.6)
+    if texture == "dots":
+        return np.where((xs % 3 == 1) & (ys % 3 == 1), 0.45, 1.0)
+    return np.ones_like(xs, dtype=np.float64)
+
+
+def _face(canvas: np.ndarray, emotion: int, cx: float, cy: float, r: float, xs: np.ndarray, ys: np.ndarray) -> np.ndarray:
+    """Paint an expressive face glyph; returns its mask."""
+    emo = EMOTIONS[emotion]
+    dx, dy = xs + 0.5 - cx, ys + 0.5 - cy
+    face = dx * dx + dy * dy < r * r
+    canvas[face] = (245, 205, 90)
+    dark = np.zeros_like(face)
+    th = max(1.0, r * 0.08)
+    for sx in (-1, 1):  # eyes
+        ex, ey = cx + sx * 0.38 * r, cy - 0.22 * r
+        dark |= (xs + 0.5 - ex) ** 2 + (ys + 0.5 - ey) ** 2 < (0.12 * r) ** 2
+        # brows: a short segment above each eye, tilted by the emotion
+        tilt = {"none": 0.0, "angry": 0.35, "worried": -0.35, "raised": 0.0}[emo.brows]
+        lift = 0.16 * r if emo.brows == "raised" else 0.0
+        if emo.brows != "none":
+            bx = xs + 0.5 - ex
+            line_y = ey - 0.3 * r - lift + tilt * (-sx) * bx
+            dark |= (np.abs(bx) < 0.22 * r) & (np.abs(ys + 0.5 - line_y) < th)
+    mx = xs + 0.5 - cx
+    my = cy + 0.4 * r
+    width = 0.45 * r
+    inside = np.abs(mx) < width
+    u = mx / width
+    if emo.mouth == "smile":
+        curve = my + 0.22 * r * (1 - u * u) - 0.11 * r
+        dark |= inside & (np.abs(ys + 0.5 - curve) < th)
+    elif emo.mouth == "frown":
+        curve = my - 0.22 * r * (1 - u * u) + 0.11 * r
+        dark |= inside & (np.abs(ys + 0.5 - curve) < th)
+    elif emo.mouth == "flat":
+        dark |= inside & (np.abs(ys + 0.5 - my) < th)
+    elif emo.mouth == "wavy":
+        curve = my + 0.1 * r * np.sin(u * 2 * math.pi)
+        dark |= inside & (np.abs(ys + 0.5 - curve) < th)
+    elif emo.mouth == "open":
+        dark |= (mx / (0.2 * r)) ** 2 + ((ys + 0.5 - my) / (0.17 * r)) ** 2 < 1.0
+    canvas[dark & face] = (40, 25, 20)
+    return face
+
+
+def render_frames(scene: Scene, size: int, times: Sequence[float]) -> tuple[np.ndarray, np.ndarray]:
+    """Draw ``scene`` at the given times.
+
+    Args:
+        scene: The scene.
+        size: Width and height in pixels.
+        times: Times in seconds (a frame shows the objects visible during second ``floor(t)``).
+
+    Returns:
+        ``(frames, masks)``: uint8 ``(T, size, size, 3)`` and bool ``(T, n_objects, size, size)`` (each object's
+        painted pixels; for a face scene, one extra mask for the face).
+    """
+    ys, xs = np.mgrid[0:size, 0:size].astype(np.float64)
+    rng = np.random.default_rng([scene.seed, 7])
+    n_masks = len(scene.objects) + (1 if scene.face is not None else 0)
+    frames = np.empty((len(times), size, size, 3), dtype=np.uint8)
+    masks = np.zeros((len(times), n_masks, size, size), dtype=bool)
+    texture = rng.normal(0.0, 1.0, (size, size, 1))
+    for i, t in enumerate(times):
+        second = min(int(math.floor(t + 1e-9)), scene.duration - 1)
+        canvas = np.broadcast_to(BACKGROUND, (size, size, 3)).copy()
+        canvas += 6.0 * texture
+        for k, obj in enumerate(scene.objects):
+            if not obj.visible[second]:
+                continue
+            x, y, r = obj.centre(t, scene.duration)
+            cx, cy, rp = x * size, y * size, r * size
+            m = shape_mask(obj.cat.shape, xs + 0.5 - cx, ys + 0.5 - cy, rp)
+            if not m.any():
+                continue
+            colour = np.array(COLOURS[obj.cat.colour], dtype=np.float64)
+            gain = texture_gain(obj.cat.texture, xs.astype(int), ys.astype(int))[m]
+            canvas[m] = colour[None, :] * gain[:, None]
+            masks[i, k] = m
+        if scene.face is not None:
+            bob = 0.03 * size * math.sin(2 * math.pi * 0.5 * t)
+            masks[i, -1] = _face(canvas, scene.face, size / 2, size / 2 + bob, 0.4 * size, xs, ys)
+        if scene.noise > 0:
+            pix = np.random.default_rng([scene.seed, 11, i]).normal(0.0, 40.0 * scene.noise, canvas.shape)
+            canvas += pix
+        frames[i] = np.clip(np.rint(canvas), 0, 255).astype(np.uint8)
+    return frames, masks
+
+
+def _atomic_target(path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return path.with_name(f".{path.name}.{os.getpid()}.tmp{path.suffix}")
+
+
+def write_video(path: Path, frames: np.ndarray, fps: int, audio: np.ndarray | None, sample_rate: int) -> None:
+    """Encode ``frames`` (and a mono soundtrack) with PyAV; ``.mp4`` gets AAC audio, ``.avi`` MP3 audio.
+
+    H.264 is encoded by libx264 with one thread and fixed options, so decoding is reproducible.
+    """
+    import av
+
+    tmp = _atomic_target(path)
+    fmt = "avi" if path.suffix.lower() == ".avi" else "mp4"
+    with av.open(str(tmp), mode="w", format=fmt, options={"fflags": "+bitexact"}) as container:
+        vs = container.add_stream("libx264", rate=int(fps))
+        vs.width, vs.height = int(frames.shape[2]), int(frames.shape[1])
+        vs.pix_fmt = "yuv420p"
+        vs.thread_count = 1
+        vs.options = {"preset": "veryfast", "crf": "18", "threads": "1", "x264-params": "threads=1:sliced-threads=0"}
+        astream = None
+        if audio is not None:
+            acodec = "libmp3lame" if fmt == "avi" else "aac"
+            astream = container.add_stream(acodec, rate=int(sample_rate), layout="mono")
+            astream.thread_count = 1
+        for img in frames:
+            frame = av.VideoFrame.from_ndarray(img, format="rgb24")
+            for packet in vs.encode(frame):
+                container.mux(packet)
+        for packet in vs.encode():
+            container.mux(packet)
+        if astream is not None:
+            _encode_audio(container, astream, audio)
+    os.replace(tmp, path)
+
+
+def _encode_audio(container, stream, audio: np.ndarray) -> None:
+    import av
+
+    rate = stream.rate
+    data = np.ascontiguousarray(audio, dtype=np.float32).reshape(1, -1)
+    chunk = stream.codec_context.frame_size or 1152
+    pts = 0
+    for start in range(0, data.shape[1], chunk):
+        piece = data[:, start : start + chunk]
+        frame = av.AudioFrame.from_ndarray(piece, format="flt", layout="mono")
+        frame.sample_rate = rate
+        frame.pts = pts
+        pts += piece.shape[1]
+        for packet in stream.encode(frame):
+            container.mux(packet)
+    for packet in stream.encode():
+        container.mux(packet)
+
+
+def write_audio(path: Path, audio: np.ndarray, sample_rate: int) -> None:
+    """Write mono audio: ``.wav`` as 16-bit PCM (soundfile), ``.mp3`` through PyAV's libmp3lame."""
+    tmp = _atomic_target(path)
+    if path.suffix.lower() == ".wav":
+        import soundfile as sf
+
+        sf.write(str(tmp), np.clip(audio, -1.0, 1.0), sample_rate, subtype="PCM_16", format="WAV")
+    else:
+        import av
+
+        with av.open(str(tmp), mode="w", format="mp3", options={"fflags": "+bitexact"}) as container:
+            stream = container.add_stream("libmp3lame", rate=int(sample_rate), layout="mono")
+            stream.bit_rate = 64000
+            _encode_audio(container, stream, np.clip(audio, -1.0, 1.0))
+    os.replace(tmp, path)
+
+
+def write_jpg(path: Path, frame: np.ndarray) -> None:
+    """Write an RGB frame as JPEG (quality 95, no chroma subsampling)."""
+    from PIL import Image
+
+    tmp = _atomic_target(path)
+    Image.fromarray(frame).save(tmp, format="JPEG", quality=95, subsampling=0)
+    os.replace(tmp, path)
+
+
+def write_mask(path: Path, mask: np.ndarray, value: int = 255) -> None:
+    """Write a binary mask as an 8-bit grayscale PNG (``value`` on the foreground, 0 elsewhere)."""
+    from PIL import Image
+
+    tmp = _atomic_target(path)
+    Image.fromarray(np.where(mask, value, 0).astype(np.uint8)).save(tmp, format="PNG")
+    os.replace(tmp, path)
+
+
+def write_label(path: Path, labels: np.ndarray) -> None:
+    """Write a uint8 label map (e.g. category index + 1, 0 for background) as an 8-bit grayscale PNG."""
+    from PIL import Image
+
+    tmp = _atomic_target(path)
+    Image.fromarray(labels.astype(np.uint8)).save(tmp, format="PNG")
+    os.replace(tmp, path)
