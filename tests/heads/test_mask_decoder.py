@@ -119,3 +119,15 @@ def test_tiny_decoder_learns_a_mask(one_thread) -> None:
     iou = (pred & target.bool()).sum() / (pred | target.bool()).sum()
     assert loss.item() < 0.1 * first
     assert iou > 0.9
+
+
+def test_built_from_yaml() -> None:
+    from jsonargparse import ArgumentParser
+
+    parser = ArgumentParser()
+    parser.add_argument("--head", type=MaskDecoder)
+    cfg = parser.parse_object(
+        {"head": {"class_path": "crabzoo.heads.MaskDecoder", "init_args": {"llm_dim": 24, "visual_dim": 12, **TINY}}}
+    )
+    head = parser.instantiate(cfg).head
+    assert isinstance(head, MaskDecoder) and head.mask_size == (16, 16)
