@@ -25,19 +25,20 @@ def _gate(flags: list[bool], n: int, sr: int) -> np.ndarray:
     if gate.size < n:
         gate = np.pad(gate, (0, n - gate.size))
     ramp = max(1, sr // 100)
-    kernel = np.ones(ramp, dtype=np.float32) / ramp
-    return np.convolve(gate, kernel, mode="same").astype(np.float32)
+    csum = np.concatenate([np.zeros(ramp, np.float64), np.cumsum(gate, dtype=np.float64)])
+    return ((csum[ramp:] - csum[:-ramp]) / ramp).astype(np.float32)  # moving average: 10 ms linear ramps
 
 
 def _tone(f: np.ndarray, harmonics: tuple[float, ...], sr: int, roll: float = 0.0) -> np.ndarray:
     """Sum of harmonics of the instantaneous frequency ``f`` (Hz per sample), skipping those above Nyquist."""
-    phase = 2.0 * np.pi * np.cumsum(f, dtype=np.float64) / sr
-    out = np.zeros(f.size, dtype=np.float64)
+    cycles = np.cumsum(f, dtype=np.float64) / sr
+    out = np.zeros(f.size, dtype=np.float32)
     fmax = float(f.max())
     for k, amp in enumerate(harmonics, start=1):
         if amp == 0.0 or k * fmax >= 0.48 * sr:
             continue
-        out += amp / (k**roll) * np.sin(k * phase)
+        phase = (2.0 * np.pi * np.mod(k * cycles, 1.0)).astype(np.float32)
+        out += np.float32(amp / (k**roll)) * np.sin(phase)
     peak = np.abs(out).max()
     return out / peak if peak > 0 else out
 

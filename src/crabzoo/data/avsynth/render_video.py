@@ -173,7 +173,9 @@ def write_video(path: Path, frames: np.ndarray, fps: int, audio: np.ndarray | No
         astream = None
         if audio is not None:
             acodec = "libmp3lame" if fmt == "avi" else "aac"
-            astream = container.add_stream(acodec, rate=int(sample_rate), layout="mono")
+            opts = {"aac_coder": "fast"} if acodec == "aac" else {}
+            astream = container.add_stream(acodec, rate=int(sample_rate), layout="mono", options=opts)
+            astream.bit_rate = 48000
             astream.thread_count = 1
         for img in frames:
             frame = av.VideoFrame.from_ndarray(img, format="rgb24")
@@ -191,11 +193,12 @@ def _encode_audio(container, stream, audio: np.ndarray) -> None:
 
     rate = stream.rate
     data = np.ascontiguousarray(audio, dtype=np.float32).reshape(1, -1)
+    fmt = "fltp" if "fltp" in [f.name for f in stream.codec_context.codec.audio_formats or []] else "flt"
     chunk = stream.codec_context.frame_size or 1152
     pts = 0
     for start in range(0, data.shape[1], chunk):
         piece = data[:, start : start + chunk]
-        frame = av.AudioFrame.from_ndarray(piece, format="flt", layout="mono")
+        frame = av.AudioFrame.from_ndarray(np.ascontiguousarray(piece), format=fmt, layout="mono")
         frame.sample_rate = rate
         frame.pts = pts
         pts += piece.shape[1]

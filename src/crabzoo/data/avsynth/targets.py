@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-USE_TASK_FORMATTERS = False
+USE_TASK_FORMATTERS = True
 """Write targets with ``crabzoo.tasks.get_task(name).format_target`` instead of the local formatter."""
 
 

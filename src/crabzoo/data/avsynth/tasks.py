@@ -347,7 +347,18 @@ class ClipWriter:
 
 
 def _sound(obj: SceneObject) -> str:
-    return f"{obj.cat.sound} (a {obj.cat.name})"
+    return f"{obj.cat.sound} ({_a(obj.cat.name)})"
+
+
+def _a(word: str) -> str:
+    """``a bell`` / ``an engine``."""
+    return f"an {word}" if word[:1] in "aeiou" else f"a {word}"
+
+
+def _at(x: float) -> str:
+    """``on the left`` / ``in the middle`` / ``on the right``."""
+    name = position_name(x)
+    return "in the middle" if name == "middle" else f"on the {name}"
 
 
 # ---------------------------------------------------------------------------------------------- tasks
@@ -412,15 +423,15 @@ def build_matching(job: Job) -> list[tuple[str, dict[str, Any]]]:
     if job.task == "a2v":
         v1, v2 = (video, o_video) if correct == 1 else (o_video, video)
         e1, e2 = (main, neg) if correct == 1 else (neg, main)
-        evidence = (f"The audio contains {_sound(main)}. The first video shows a {e1.cat.looks} and the second video "
-                    f"shows a {e2.cat.looks}; the {main.cat.looks} is the {main.cat.name}, so video {correct} matches.")
+        evidence = (f"The audio contains {_sound(main)}. The first video shows {_a(e1.cat.looks)} and the second video "
+                    f"shows {_a(e2.cat.looks)}; the {main.cat.looks} is the {main.cat.name}, so video {correct} matches.")
         truth = {"answer": str(correct), "category": main.cat.name, "negative": neg.cat.name}
         rec = {"video1_path": v1, "video2_path": v2, "audio_path": audio, "correct_video": correct,
                "audio_event": main.cat.name, "video1_event": e1.cat.name, "video2_event": e2.cat.name}
     else:
         a1, a2 = (audio, o_audio) if correct == 1 else (o_audio, audio)
         e1, e2 = (main, neg) if correct == 1 else (neg, main)
-        evidence = (f"The video shows a {main.cat.looks}, which is a {main.cat.name}. The first audio clip contains "
+        evidence = (f"The video shows {_a(main.cat.looks)}, which is {_a(main.cat.name)}. The first audio clip contains "
                     f"{_sound(e1)} and the second contains {_sound(e2)}, so audio {correct} matches.")
         truth = {"answer": str(correct), "category": main.cat.name, "negative": neg.cat.name}
         rec = {"video_path": video, "audio1_path": a1, "audio2_path": a2, "correct_audio": correct,
@@ -526,7 +537,7 @@ def build_events(job: Job) -> list[tuple[str, dict[str, Any]]]:
             heard.append(f"{_sound(obj)} {span_words(a)}{where}")
         if v:
             silent = " but it makes no sound" if not a else ""
-            seen.append(f"a {obj.cat.looks} {span_words(v)}{silent}")
+            seen.append(f"{_a(obj.cat.looks)} {span_words(v)}{silent}")
     evidence = f"Audio: {'; '.join(heard) or 'no event sound'}. Visual: {'; '.join(seen) or 'no object'}."
     base = {"video_path": video, "audio_path": audio}
     if job.task == "avvp":
@@ -560,7 +571,7 @@ def _avqa_question(rng: np.random.Generator, scene: Scene) -> tuple[list[str], s
     onset = {id(o): o.audible.index(True) for o in audible}
     options: list[tuple[list[str], str, str, str]] = []
     heard = "; ".join(f"{_sound(o)} from second {onset[id(o)]}" for o in audible) or "no sound"
-    seen = "; ".join(f"a {o.cat.looks} on the {position_name(o.x)}" for o in visible) or "nothing"
+    seen = "; ".join(f"{_a(o.cat.looks)} {_at(o.x)}" for o in visible) or "nothing"
     evidence = f"Audio: {heard}. Visual: {seen}."
     options.append((["Audio", "Counting"], "How many different sounds can be heard?", NUMBERS[len(audible)], evidence))
     options.append((["Visual", "Counting"], "How many objects can be seen in the video?", NUMBERS[len(visible)], evidence))
@@ -582,7 +593,7 @@ def _avqa_question(rng: np.random.Generator, scene: Scene) -> tuple[list[str], s
         absent = [i for i in range(len(CATEGORIES)) if i not in present]
         pick = o if rng.random() < 0.5 or not absent else None
         looks = pick.cat.looks if pick else CATEGORIES[absent[int(rng.integers(0, len(absent)))]].looks
-        options.append((["Visual", "Existential"], f"Is there a {looks} in the video?", "yes" if pick else "no",
+        options.append((["Visual", "Existential"], f"Is there {_a(looks)} in the video?", "yes" if pick else "no",
                         evidence))
     if both:
         o = both[int(rng.integers(0, len(both)))]
@@ -620,9 +631,9 @@ def build_avqa_thu(job: Job) -> list[tuple[str, dict[str, Any]]]:
     kinds = ["which", "come_from"] + (["silent"] if silent else [])
     kind = kinds[int(rng.integers(0, len(kinds)))]
     where = position_name(src.x) if on_screen else "off-screen"
-    looks = f"a {src.cat.looks} on the {position_name(src.x)}" if on_screen else "no object for this sound"
+    looks = f"{_a(src.cat.looks)} {_at(src.x)}" if on_screen else "no object for this sound"
     evidence = (f"Audio: {_sound(src)}. Visual: {looks}"
-                + "".join(f"; a silent {o.cat.looks} on the {position_name(o.x)}" for o in silent) + ".")
+                + "".join(f"; a silent {o.cat.looks} {_at(o.x)}" for o in silent) + ".")
     if kind == "come_from":
         choices, relation, qtype, question = ["left", "middle", "right", "off-screen"], "Both", "Come From", \
             "Where does the sound come from?"
@@ -652,19 +663,18 @@ def build_avcap(job: Job) -> list[tuple[str, dict[str, Any]]]:
     video, audio = f"{w.name}.mp4", f"{w.name}{w.audio_ext()}"
     w.write_av(scene, video, audio)
     main = scene.objects[0]
-    pos = position_name(main.x)
     extra = scene.objects[1] if len(scene.objects) > 1 else None
-    tail = f" while a {extra.cat.looks} stays silent" if extra else ""
+    tail = f" while {_a(extra.cat.looks)} stays silent" if extra else ""
     captions = [
-        f"a {main.cat.looks} on the {pos} makes {main.cat.sound}{tail}.",
-        f"on the {pos} of the screen a {main.cat.name} shown as a {main.cat.looks} is heard{tail}.",
-        f"the video shows a {main.cat.looks}"
-        + (f" and a {extra.cat.looks}" if extra else "")
-        + f" and the audio is {main.cat.sound} from a {main.cat.name}.",
+        f"{_a(main.cat.looks)} {_at(main.x)} makes {main.cat.sound}{tail}.",
+        f"{_at(main.x)} of the screen {_a(main.cat.name)} shown as {_a(main.cat.looks)} is heard{tail}.",
+        f"the video shows {_a(main.cat.looks)}"
+        + (f" and {_a(extra.cat.looks)}" if extra else "")
+        + f" and the audio is {main.cat.sound} from {_a(main.cat.name)}.",
     ]
-    evidence = f"Audio: {_sound(main)}. Visual: a {main.cat.looks} on the {pos}" + (
+    evidence = f"Audio: {_sound(main)}. Visual: {_a(main.cat.looks)} {_at(main.x)}" + (
         f" and a silent {extra.cat.looks}." if extra else ".")
-    truth = {"answer": captions[0], "captions": captions}
+    truth = {"answer": captions[0], "caption": captions[0], "captions": captions}
     rec = {"video_path": video, "audio_path": audio, "video_id": w.name, "label_content": w.target(truth, evidence)}
     rec["avsynth"] = truth
     return [(w.split, rec)]
@@ -727,7 +737,8 @@ def build_avs(job: Job) -> list[tuple[str, dict[str, Any]]]:
                     f"{' and the '.join(o.cat.looks for o in sound_objs)} "
                     f"{'is' if len(sound_objs) == 1 else 'are'} the {name}"
                     + "".join(f"; the {o.cat.looks} is silent" for o in silent) + ".")
-        truth = {"answer": name, "categories": [o.cat.name for o in sound_objs], "box": box, "points": points,
+        truth = {"answer": name, "category": name, "categories": [o.cat.name for o in sound_objs], "box": box,
+                 "points": points,
                  "frame_idx": k, "mask": f"{rel}/labels_rgb/{k}.png"}
         image = f"{rel}/frames/{k}.jpg"
         audio = f"{rel}/audio.wav"
@@ -762,7 +773,7 @@ def _expressions(rng: np.random.Generator, scene: Scene, split: str) -> list[tup
         if kind == 0:
             out.append((f"the {o.cat.looks}", o, "appearance"))
         elif kind == 1 and o in sounding:
-            out.append((f"the sounding object on the {position_name(o.x)}", o, "position"))
+            out.append((f"the sounding object {_at(o.x)}", o, "position"))
         elif o in sounding and len(sounding) >= 2:
             loud = max(sounding, key=lambda x: x.gain_db)
             out.append(("the object making the loudest sound", loud, "loudness"))
@@ -800,14 +811,14 @@ def build_refavs(job: Job) -> list[tuple[str, dict[str, Any]]]:
         frame_ids = [int(rng.integers(0, 10))] if w.split == "train" else list(range(10))
         for k in frame_ids:
             if obj is None:
-                truth: dict[str, Any] = {"exists": False, "answer": "absent", "box": None, "points": None}
+                truth: dict[str, Any] = {"exists": False, "answer": "absent", "name": None, "box": None, "points": None}
                 evidence = (f"The audio contains {'; '.join(_sound(o) for o in scene.objects if any(o.audible))}; "
                             f"nothing matches {expr}, and no such object is in the frame.")
             else:
                 box, points = box_points(obj_masks[k])
-                truth = {"exists": True, "answer": obj.cat.name, "box": box, "points": points}
+                truth = {"exists": True, "answer": obj.cat.name, "name": obj.cat.name, "box": box, "points": points}
                 heard = "it is sounding" if any(obj.audible) else "it is silent"
-                evidence = (f"In the frame {expr} is the {obj.cat.looks} on the {position_name(obj.x)}; in the audio "
+                evidence = (f"In the frame {expr} is the {obj.cat.looks} {_at(obj.x)}; in the audio "
                             f"{heard}. It is the {obj.cat.name}.")
             truth.update({"frame_idx": k, "split": split, "kind": kind,
                           "mask": f"REFAVS/gt_mask/{uid_clip}/fid_{fid}/0000{k}.png"})
