@@ -163,3 +163,61 @@ class QFormerConnector(Connector):
         memory = self.input_norm(features.tokens.reshape(b * t, n, d))
         queries = self.qformer(memory)
         return features.replace(self.proj(queries).reshape(b, t, self.num_queries, self.out_dim))
+
+
+_CRAB_LAYER_KEYS = {
+    "attention.self.query": "self_attn.query",
+    "attention.self.key": "self_attn.key",
+    "attention.self.value": "self_attn.value",
+    "attention.output.dense": "self_attn.output",
+    "attention.output.LayerNorm": "self_norm",
+    "crossattention.self.query": "cross_attn.query",
+    "crossattention.self.key": "cross_attn.key",
+    "crossattention.self.value": "cross_attn.value",
+    "crossattention.output.dense": "cross_attn.output",
+    "crossattention.output.LayerNorm": "cross_norm",
+    "intermediate_query.dense": "ffn.0",
+    "output_query.dense": "ffn.2",
+    "output_query.LayerNorm": "ffn_norm",
+}
+
+
+def from_crab_state_dict(state_dict: dict[str, Tensor], modality: str) -> dict[str, Tensor]:
+    """Rename Crab's projector weights (``visual_*`` / ``audio_*``) to a :class:`QFormerConnector` state dict.
+
+    Crab stores each projector as ``{m}_ln``, ``{m}_query_tokens``, ``{m}_Qformer.bert.…`` (a LAVIS
+    ``BertLMHeadModel``) and ``{m}_proj`` under any prefix, with ``m`` = ``visual`` or ``audio``. Only the weights
+    of the query path are kept; the text-side weights Crab never uses (word/position embeddings, the text
+    feed-forward, the LM head) are dropped.
+
+    Args:
+        state_dict: A Crab checkpoint's state dict (or any dict that holds one projector).
+        modality: ``"visual"`` or ``"audio"``.
+
+    Raises:
+        CrabzooError: No ``{modality}_ln.weight`` key in ``state_dict``.
+    """
+    anchor = f"{modality}_ln.weight"
+    found = [k for k in state_dict if k == anchor or k.endswith("." + anchor)]
+    if not found:
+        raise CrabzooError(f"no Crab {modality} projector in the state dict (no key ending in '{anchor}')")
+    prefix = found[0][: -len(anchor)] + modality
+    out: dict[str, Tensor] = {}
+    for key, value in state_dict.items():
+        if not key.startswith(prefix + "_"):
+            continue
+        rest = key[len(prefix) + 1 :]
+        if rest.startswith("ln."):
+            out["input_norm." + rest[3:]] = value
+        elif rest == "query_tokens":
+            out["qformer.queries"] = value
+        elif rest.startswith("proj."):
+            out[rest] = value
+        elif rest.startswith("Qformer.bert.embeddings.LayerNorm."):
+            out["qformer.embed_norm." + rest.rsplit(".", 1)[1]] = value
+        elif rest.startswith("Qformer.bert.encoder.layer."):
+            index, sub = rest[len("Qformer.bert.encoder.layer.") :].split(".", 1)
+            module, param = sub.rsplit(".", 1)
+            if module in _CRAB_LAYER_KEYS:
+                out[f"qformer.layers.{index}.{_CRAB_LAYER_KEYS[module]}.{param}"] = value
+    return out
