@@ -36,7 +36,7 @@ class FusedILoRA(torch.autograd.Function):
     """``y = W0 x + b + s · B (g ⊗ A x_d)`` with a hand-written backward (see the module docstring).
 
     ``weight`` may be ``None`` for the adapter path alone. ``x`` and ``x_drop`` may be the same tensor
-    (no dropout); autograd adds their gradients.
+    (no dropout); then both input gradients are summed in one buffer and returned for ``x``.
     """
 
     @staticmethod
@@ -62,6 +62,7 @@ class FusedILoRA(torch.autograd.Function):
         keep_x = weight is not None and ctx.needs_input_grad[2]
         ctx.save_for_backward(x_drop, h, gates, lora_a, lora_b, weight, x if keep_x else None)
         ctx.scale, ctx.shared, ctx.has_bias = scale, shared, bias is not None
+        ctx.same_input = x_drop is x  # no dropout: one input gradient, accumulated in place
         return y
 
     @staticmethod
@@ -94,7 +95,10 @@ class FusedILoRA(torch.autograd.Function):
             if need[4]:
                 da = dh.t() @ x_drop
             if need[1]:
-                dx_drop = dh @ lora_a
+                if ctx.same_input and dx is not None:
+                    dx.addmm_(dh, lora_a)
+                else:
+                    dx_drop = dh @ lora_a
         return dx, dx_drop, dw, db, da, dlb, dg, None, None
 
 

@@ -82,7 +82,9 @@ def plot_summary(summary: dict, out_stem: Path) -> list[Path]:
     short = [_short(layer) for layer in layers]
     height = min(2 + 0.12 * n_layers, 30)
 
-    fig, axes = plt.subplots(1, n_tasks, figsize=(1.5 + 1.6 * n_tasks + 0.3 * n_heads * n_tasks, height), squeeze=False)
+    fig, axes = plt.subplots(
+        1, n_tasks, figsize=(2.5 + 1.2 * n_tasks + 0.3 * n_heads * n_tasks, height), squeeze=False, layout="constrained"
+    )
     image = None
     for i, task in enumerate(tasks):
         ax = axes[0, i]
@@ -95,7 +97,7 @@ def plot_summary(summary: dict, out_stem: Path) -> list[Path]:
         else:
             ax.set_yticks([])
     fig.colorbar(image, ax=axes[0, :].tolist(), shrink=0.6, label="mean gate")
-    fig.suptitle("I-LoRA router: mean gate per task, layer and head", fontsize=9)
+    fig.suptitle("I-LoRA router: mean gate per task, layer (rows) and head (columns)", fontsize=9)
     first = out_stem.with_name(out_stem.name + ".png")
     fig.savefig(first, dpi=110)
     plt.close(fig)
@@ -103,7 +105,13 @@ def plot_summary(summary: dict, out_stem: Path) -> list[Path]:
     dev = arr - np.nanmean(arr, axis=0, keepdims=True)
     limit = float(np.nanmax(np.abs(dev))) if np.isfinite(dev).any() else 1.0
     limit = limit or 1e-6
-    fig, axes = plt.subplots(n_heads, 1, figsize=(min(4 + 0.08 * n_layers, 30), 1 + (0.9 + 0.25 * n_tasks) * n_heads), squeeze=False)
+    fig, axes = plt.subplots(
+        n_heads,
+        1,
+        figsize=(min(5 + 0.1 * n_layers, 30), 1.5 + (1.2 + 0.25 * n_tasks) * n_heads),
+        squeeze=False,
+        layout="constrained",
+    )
     for k in range(n_heads):
         ax = axes[k, 0]
         image = ax.imshow(dev[:, :, k], aspect="auto", cmap="RdBu_r", vmin=-limit, vmax=limit, interpolation="nearest")
@@ -112,7 +120,7 @@ def plot_summary(summary: dict, out_stem: Path) -> list[Path]:
         ax.set_yticklabels(tasks, fontsize=7)
         step = max(1, n_layers // 30)
         ax.set_xticks(range(0, n_layers, step))
-        ax.set_xticklabels([short[j] for j in range(0, n_layers, step)], fontsize=5, rotation=90)
+        ax.set_xticklabels([short[j] for j in range(0, n_layers, step)], fontsize=6, rotation=90)
     fig.colorbar(image, ax=axes[:, 0].tolist(), shrink=0.8, label="gate difference")
     second = out_stem.with_name(out_stem.name + "_specialisation.png")
     fig.savefig(second, dpi=110)
