@@ -33,22 +33,17 @@ class SegmentationMetric(BenchmarkMetric):
 
     Args:
         prompter: Prompt stage turning box + points into a mask (default: box filling).
-        ref: Report the Ref-AVS split keys (``miou_seen``, ``miou_unseen``, ``s_null``...).
     """
 
     primary = "miou"
     higher_is_better: ClassVar[dict[str, bool]] = {"miou": True, "fscore": True, "category_accuracy": True}
     reference: ClassVar[str] = "OpenNLPLab/AVSBench utility.py mask_iou / Eval_Fmeasure; GeWu-Lab/Ref-AVS metric_s_for_null"
 
-    def __init__(self, prompter: Any = None, ref: bool = False, **kwargs: Any) -> None:
+    ref: ClassVar[bool] = False
+
+    def __init__(self, prompter: Any = None, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.prompter = prompter if prompter is not None else default_prompter()
-        self.ref = ref
-        if ref:
-            self.higher_is_better = {
-                "miou": True, "fscore": True, "miou_seen": True, "fscore_seen": True,
-                "miou_unseen": True, "fscore_unseen": True, "s_null": False, "exists_accuracy": True,
-            }  # fmt: skip
         self.add_state("pred_bits", default=[], dist_reduce_fx="cat")
         self.add_state("gt_bits", default=[], dist_reduce_fx="cat")
 
@@ -125,3 +120,14 @@ class SegmentationMetric(BenchmarkMetric):
         else:
             out["category_accuracy"] = as_float(sum(r[3] for r in records) / len(records) if records else 0.0)
         return {**out, **self._counts()}
+
+
+class RefAVSMetric(SegmentationMetric):
+    """Ref-AVS: mIoU / F-score over the seen and unseen splits together and apart, S on the null split, and the
+    share of correct true/false (object present) answers."""
+
+    ref: ClassVar[bool] = True
+    higher_is_better: ClassVar[dict[str, bool]] = {
+        "miou": True, "fscore": True, "miou_seen": True, "fscore_seen": True,
+        "miou_unseen": True, "fscore_unseen": True, "s_null": False, "exists_accuracy": True,
+    }  # fmt: skip

@@ -37,9 +37,9 @@ class _Segmentation(ImageTask):
 
     def make_metric(self, prompter: Any = None) -> Any:
         """mIoU / F-score through the prompt stage (``BoxFillPrompter`` unless ``prompter`` is given)."""
-        from crabzoo.tasks.seg_metric import SegmentationMetric
+        from crabzoo.tasks.seg_metric import RefAVSMetric, SegmentationMetric
 
-        return SegmentationMetric(prompter=prompter, ref=self.name == "ref_avs")
+        return (RefAVSMetric if self.name == "ref_avs" else SegmentationMetric)(prompter=prompter)
 
     def baseline(self, truth: dict[str, Any], labels: Sequence[str] = ()) -> Any:
         """The whole frame."""
