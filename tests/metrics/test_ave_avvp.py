@@ -20,6 +20,13 @@ def test_ave_hand_values():
     assert out["n_total"].item() == 2 and out["n_parsed"].item() == 1
 
 
+def test_ave_single_event_dict():
+    # dog over [2, 7) against truth dog over [2, 8): second 7 wrong -> 9/10
+    m = AVESegmentAccuracy()
+    m.update([{"label": "dog", "start": 2, "end": 7}], [{"label": "Dog", "start": 2, "end": 8}])
+    assert m.compute()["accuracy"].item() == pytest.approx(0.9)
+
+
 def test_ave_short_prediction_counts_missing_segments_wrong():
     m = AVESegmentAccuracy()
     m.update([["a", "b"]], [["a", "b", "c", "d"]])

@@ -41,7 +41,9 @@ def ave_segment_accuracy(pred: np.ndarray, gt: np.ndarray) -> float:
     return float((pred == gt).sum() / gt.size) if gt.size else 0.0
 
 
-def events_to_segments(events: Sequence[Sequence[Any]], n_segments: int = 10, background: str = BACKGROUND) -> list[str]:
+def events_to_segments(
+    events: Sequence[Sequence[Any]], n_segments: int = 10, background: str = BACKGROUND
+) -> list[str]:
     """Per-second labels from ``[(label, start, end), ...]`` (integer seconds, end exclusive).
 
     Later events overwrite earlier ones where they overlap; uncovered seconds are ``background``.
@@ -58,7 +60,7 @@ class AVESegmentAccuracy(BenchmarkMetric):
 
     ``update(preds, targets)``: each prediction / target is a list of 10 per-second labels (``"background"``
     for none), a list of ``(label, start, end)`` events, a dict holding either under ``labels`` / ``segments``
-    / ``events``, or ``None`` for an unparsable generation. Labels are normalised (strip, lower-case).
+    / ``events``, a single-event dict ``{"label", "start", "end"}``, or ``None`` for an unparsable generation. Labels are normalised (strip, lower-case).
     A prediction with fewer segments than its target scores the missing ones wrong.
 
     Args:
@@ -77,6 +79,9 @@ class AVESegmentAccuracy(BenchmarkMetric):
     def _labels(self, value: Any) -> list[str] | None:
         if is_unparsed(value):
             return None
+        if isinstance(value, dict) and "start" in value and "end" in value:  # one event: {label, start, end}
+            label = field(value, ("label", "event", "answer"), "AVESegmentAccuracy")
+            value = [(label, value["start"], value["end"])]
         value = field(value, ("labels", "segments", "events"), "AVESegmentAccuracy")
         if is_unparsed(value):
             return None

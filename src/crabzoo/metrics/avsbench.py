@@ -69,12 +69,15 @@ def _precision_recall(prob: Tensor, gt: Tensor, num: int) -> tuple[Tensor, Tenso
     return precision, recall
 
 
-def eval_fmeasure(pred: Tensor, gt: Tensor, pr_num: int = N_THRESHOLDS, from_logits: bool = True) -> float:
+def eval_fmeasure(
+    pred: Tensor, gt: Tensor, measure_path: str | None = None, pr_num: int = N_THRESHOLDS, from_logits: bool = True
+) -> float:
     """Max over thresholds of the frame-averaged F-measure curve of one video (reference ``Eval_Fmeasure``).
 
     Args:
         pred: ``[N, H, W]`` logits (or probabilities with ``from_logits=False``).
         gt: ``[N, H, W]`` binary ground truth.
+        measure_path: Ignored; kept so calls written for the reference signature work unchanged.
         pr_num: Number of thresholds (255).
         from_logits: Apply the sigmoid first (the reference does).
     """

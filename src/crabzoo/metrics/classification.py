@@ -25,6 +25,7 @@ from typing import Any, ClassVar
 
 from torch import Tensor
 
+from crabzoo.errors import CrabzooError
 from crabzoo.metrics.base import BenchmarkMetric, as_float, check_lengths, field, is_unparsed, normalize_text
 
 _UNPARSED = "\x00unparsed"  # sentinel label that no real label can equal
@@ -109,9 +110,8 @@ class ClassificationMetric(BenchmarkMetric):
     ) -> None:
         super().__init__(**kwargs)
         if primary not in self.higher_is_better:
-            from crabzoo.errors import CrabzooError
-
-            raise CrabzooError(f"ClassificationMetric: unknown primary {primary!r}; use one of {list(self.higher_is_better)}")
+            choices = list(self.higher_is_better)
+            raise CrabzooError(f"ClassificationMetric: unknown primary {primary!r}; use one of {choices}")
         self.primary = primary
         self.keys = tuple(keys)
         self.normalize = normalize
