@@ -9,7 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 from abc import ABC, abstractmethod
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import ClassVar
 
 import torch
@@ -26,11 +26,15 @@ class MediaFeatures:
         tokens: ``(B, T, N, D)``: ``T`` time steps (frames or audio segments), ``N`` tokens each, width ``D``.
         timestamps: ``(B, T)`` start time of each step in seconds.
         mask: ``(B, T)`` bool, ``True`` where a step is real (samples in a batch may have fewer steps).
+        extra_layers: Other hidden layers an encoder was asked for, by layer index, each shaped like
+            ``tokens`` before any connector (e.g. CLIP layers 14 and 22 for a segmentation head). Empty by
+            default; :meth:`replace` carries them along unchanged.
     """
 
     tokens: Tensor
     timestamps: Tensor
     mask: Tensor
+    extra_layers: dict[int, Tensor] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.tokens.dim() != 4:
@@ -48,7 +52,7 @@ class MediaFeatures:
 
     def replace(self, tokens: Tensor) -> MediaFeatures:
         """Same time axis (timestamps, mask), new tokens; ``tokens`` must keep ``B`` and ``T``."""
-        return MediaFeatures(tokens, self.timestamps, self.mask)
+        return MediaFeatures(tokens, self.timestamps, self.mask, self.extra_layers)
 
 
 class MediaEncoder(nn.Module, ABC):
