@@ -55,6 +55,11 @@ class Backbone(nn.Module, ABC):
         """Placeholder token per media kind (``video``, ``image``, ``audio``)."""
         return PLACEHOLDERS
 
+    @property
+    def media_wrappers(self) -> dict[str, tuple[str, str]]:
+        """Start/end tokens around each placeholder (``<video_start>``/``<video_end>``; Omni: ``<|vision_bos|>``...)."""
+        return MEDIA_WRAPPERS
+
     def placeholder_id(self, kind: str) -> int:
         """Token id of the placeholder of a media kind."""
         return self.tokenizer.convert_tokens_to_ids(self.placeholders[kind])
@@ -74,6 +79,10 @@ class Backbone(nn.Module, ABC):
     @abstractmethod
     def generate(self, inputs_embeds: Tensor, attention_mask: Tensor, max_new_tokens: int) -> Tensor:
         """Greedy continuation of left-padded embeddings; returns the new token ids ``(B, <= max_new_tokens)``."""
+
+    def default_adapter_targets(self) -> dict[str, tuple[str, ...]]:
+        """Default adapter target suffixes per module group this backbone owns (``{"llm": adapter_targets}``)."""
+        return {self.module_group: tuple(self.adapter_targets)}
 
     def module_groups(self) -> dict[str, nn.Module]:
         """Named groups of submodules (``{"llm": self}`` by default; omni backbones add their encoders)."""
