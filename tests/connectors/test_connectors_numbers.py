@@ -92,8 +92,30 @@ def test_stc_time_axis_with_padding_one() -> None:
 def test_stc_time_axis_without_padding() -> None:
     conn = STCConnector(8, 8, hidden_dim=8, depth=1, padding=0)
     out = conn(features(1, 5, 64, 8))
-    assert out.tokens.shape == (1, 2, 16, 8)  # steps [0,1], [2,3] (step 4 dropped); 8x8 grid -> 4x4
-    assert out.timestamps.tolist() == [[0.0, 2.0]]
+    assert out.tokens.shape == (1, 3, 16, 8)  # steps [0,1], [2,3], [4, zero pad] (ceil mode); 8x8 grid -> 4x4
+    assert out.timestamps.tolist() == [[0.0, 2.0, 4.0]]
+    assert out.mask.tolist() == [[True, True, True]]
+
+
+def test_stc_single_image_and_odd_grid() -> None:
+    for padding in (0, 1):
+        conn = STCConnector(8, 8, hidden_dim=8, depth=1, padding=padding)
+        out = conn(features(2, 1, 49, 8))  # one frame of a 7x7 grid
+        side = (7 - 1 + padding) // 2 + 1  # 4 either way: no patch row dropped
+        assert out.tokens.shape == (2, 1, side * side, 8) and out.mask.all()
+
+
+def test_stc_equals_plain_conv_when_sizes_divide() -> None:
+    torch.manual_seed(0)
+    conn = STCConnector(8, 8, hidden_dim=8, depth=1, padding=1).eval()
+    feats = features(1, 4, 16, 8)
+    with torch.no_grad():
+        grid = conn.s1(feats.tokens.reshape(4, 4, 4, 8).permute(0, 3, 1, 2))
+        vol = grid.reshape(1, 4, 8, 4, 4).transpose(1, 2)
+        conv = conn.sampler[0]
+        plain = torch.nn.functional.conv3d(vol, conv.weight, conv.bias, stride=2, padding=1)
+        ours = conn.sampler(torch.nn.functional.pad(vol, (1, 1, 1, 1, 1, 1)))
+    torch.testing.assert_close(ours, torch.nn.functional.silu(plain))
 
 
 def test_stc_needs_square_grid() -> None:

@@ -90,17 +90,8 @@ def test_full_size_parameter_count() -> None:
     assert 20e6 < total < 30e6
 
 
-@pytest.fixture
-def one_thread():
-    """Tiny models train faster on one thread than on a contended pool."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.mark.slow
-def test_tiny_decoder_learns_a_mask(one_thread) -> None:
+def test_tiny_decoder_learns_a_mask() -> None:
     dec = tiny()
     states, layers = inputs(b=2, seed=3)
     target = torch.zeros(2, 16, 16)

@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import Sequence
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from crabzoo.connectors.base import Connector
@@ -20,21 +21,25 @@ from crabzoo.errors import CrabzooError
 
 
 def _out_len(n: int, k: int, p: int) -> int:
-    return (n + 2 * p - k) // k + 1
+    """Windows of stride ``k`` starting at ``-p`` needed to cover ``n`` inputs (ceil mode: none is dropped)."""
+    return (n - 1 + p) // k + 1
 
 
 class STCConnector(Connector):
     """RegStage -> Conv3d downsampling (time x2, space x2) -> RegStage -> MLP, over ``(T, H', W')`` grids.
 
     Shapes: ``(B, T, N, in_dim)`` with ``N = S x S`` -> ``(B, T', N', out_dim)`` where, for kernel/stride
-    ``k = (kt, ks, ks)`` and zero padding ``p``, ``T' = (T + 2p - kt) // kt + 1`` and ``N' = S'^2`` with
-    ``S' = (S + 2p - ks) // ks + 1``. Output step ``j`` covers input steps ``[j*kt - p, j*kt - p + kt)``: its
+    ``k = (kt, ks, ks)`` and zero padding ``p``, ``T' = (T - 1 + p) // kt + 1`` and ``N' = S'^2`` with
+    ``S' = (S - 1 + p) // ks + 1``: the convolution runs in ceil mode (the far end is zero-padded as needed), so
+    no frame or patch row is dropped and a single image (``T = 1``) gives one step. Where the sizes divide
+    evenly this equals a plain ``Conv3d(padding=p)``. Output step ``j`` covers input steps
+    ``[j*kt - p, j*kt - p + kt)``: its
     timestamp is the first of them inside the clip, and it is real when any of them is real. Padded input steps
     are zeroed before the 3D convolution, exactly like the convolution's own zero padding, so the padding of a
     batch never changes a sample's real output steps.
 
     VideoLLaMA2 (2.0) uses ``padding=1`` (16 x 16 CLIP grid -> 9 x 9, 8 frames -> 5 steps); its 2.1 variant
-    uses ``padding=0`` (16 x 16 -> 8 x 8). ``hidden_dim`` defaults to ``out_dim`` as in VideoLLaMA2.
+    uses ``padding=0`` (16 x 16 -> 8 x 8, 8 frames -> 4 steps). ``hidden_dim`` defaults to ``out_dim`` as in VideoLLaMA2.
 
     Args:
         in_dim: Encoder width.
@@ -69,7 +74,7 @@ class STCConnector(Connector):
         stage = dict(stride=1, dilation=1, act_layer=nn.SiLU, norm_layer=LayerNorm2d)
         self.s1 = RegStage(depth=depth, in_chs=in_dim, out_chs=hidden, **stage)
         self.sampler = nn.Sequential(
-            nn.Conv3d(hidden, hidden, kernel_size=self.downsample, stride=self.downsample, padding=self.padding),
+            nn.Conv3d(hidden, hidden, kernel_size=self.downsample, stride=self.downsample),  # padded in forward
             nn.SiLU(),
         )
         self.s2 = RegStage(depth=depth, in_chs=hidden, out_chs=hidden, **stage)
@@ -92,16 +97,14 @@ class STCConnector(Connector):
         x = features.tokens
         b, t, n, d = x.shape
         side = square_side(n, "STCConnector")
-        if _out_len(t, self.downsample[0], self.padding) < 1 or _out_len(side, self.downsample[1], self.padding) < 1:
-            raise CrabzooError(
-                f"STCConnector: {t} steps of {side}x{side} tokens are too few for downsample={self.downsample} "
-                f"with padding={self.padding}"
-            )
         grid = x.reshape(b * t, side, side, d).permute(0, 3, 1, 2)  # (BT, D, S, S)
         grid = self.s1(grid)
         h = grid.shape[1]
         vol = grid.reshape(b, t, h, side, side) * features.mask[:, :, None, None, None].to(grid.dtype)
-        vol = self.sampler(vol.transpose(1, 2))  # (B, H, T', S', S')
+        p = self.padding
+        extra = [_out_len(n_, k, p) * k - (n_ + 2 * p) for n_, k in zip((side, side, t), self.downsample[::-1])]
+        vol = F.pad(vol.transpose(1, 2), (p, p + extra[0], p, p + extra[1], p, p + extra[2]))
+        vol = self.sampler(vol)  # (B, H, T', S', S')
         t2, s2 = vol.shape[2], vol.shape[3]
         grid = self.s2(vol.transpose(1, 2).reshape(b * t2, h, s2, s2))
         tokens = self.readout(grid.flatten(2).transpose(1, 2)).reshape(b, t2, s2 * s2, self.out_dim)
