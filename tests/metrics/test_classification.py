@@ -87,3 +87,39 @@ def test_music_avqa_explicit_types_and_unknown_type():
     assert m.compute()["AV-Count"].item() == pytest.approx(0.5)
     with pytest.raises(CrabzooError):
         question_type('["Audio", "Location"]')
+
+
+def test_random_against_precision_recall_definitions():
+    import random
+
+    from crabzoo.metrics import unweighted_average_recall
+
+    rng = random.Random(3)
+    for _ in range(50):
+        targets = [rng.choice("abcd") for _ in range(rng.randint(1, 30))]
+        preds = [rng.choice(["a", "b", "c", "e", None]) for _ in targets]
+        labels = set(targets)
+        f1s, recalls = {}, {}
+        for c in labels | {p for p in preds if p is not None}:
+            tp = sum(1 for p, t in zip(preds, targets) if p == t == c)
+            npred, ntrue = sum(p == c for p in preds), sum(t == c for t in targets)
+            prec = tp / npred if npred else 0.0
+            rec = tp / ntrue if ntrue else 0.0
+            f1s[c] = 2 * prec * rec / (prec + rec) if prec + rec else 0.0
+            recalls[c] = rec
+        expected_f1 = sum(f1s[c] * targets.count(c) for c in labels) / len(targets)
+        assert weighted_f1(preds, targets) == pytest.approx(expected_f1)
+        assert unweighted_average_recall(preds, targets) == pytest.approx(sum(recalls[c] for c in labels) / len(labels))
+
+
+def test_metric_for_task_primary_keys():
+    from crabzoo.metrics import TASK_METRICS, metric_for_task
+
+    assert metric_for_task("meld").primary == "weighted_f1"
+    assert metric_for_task("dfew").primary == "uar"
+    assert metric_for_task("ref_avs_null").higher_is_better == {"s": False}
+    for task in TASK_METRICS:
+        metric = metric_for_task(task)
+        assert metric.primary in metric.higher_is_better
+    with pytest.raises(CrabzooError):
+        metric_for_task("nope")

@@ -11,6 +11,7 @@ from crabzoo.metrics.avqa import MusicAVQAMetric, avqa_accuracy, question_type
 from crabzoo.metrics.avsbench import AVSBenchMetric, eval_fmeasure, mask_iou
 from crabzoo.metrics.avvp import AVVPMetric, avvp_dataset_scores, avvp_video_scores, event_level, segment_level
 from crabzoo.metrics.base import BenchmarkMetric, is_unparsed, normalize_text
+from crabzoo.metrics.catalogue import TASK_METRICS, metric_for_task
 from crabzoo.metrics.captioning import CaptionMetric, bleu, cider_d, ptb_tokenize, rouge_l
 from crabzoo.metrics.classification import (
     ClassificationMetric,
@@ -33,6 +34,7 @@ __all__ = [
     "ClassificationMetric",
     "MusicAVQAMetric",
     "RefAVSNullMetric",
+    "TASK_METRICS",
     "UnAVGroundingMetric",
     "accuracy",
     "ave_segment_accuracy",
@@ -48,6 +50,7 @@ __all__ = [
     "is_unparsed",
     "map_iou",
     "mask_iou",
+    "metric_for_task",
     "metric_s_for_null",
     "normalize_text",
     "ptb_tokenize",

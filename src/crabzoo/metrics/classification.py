@@ -92,6 +92,7 @@ class ClassificationMetric(BenchmarkMetric):
         classes: Fixed label set for UAR (normalised like the labels); default: the ground-truth classes.
     """
 
+    primary = "accuracy"
     higher_is_better: ClassVar[dict[str, bool]] = {
         "accuracy": True,
         "weighted_f1": True,
