@@ -108,3 +108,13 @@ def test_yaml_factory() -> None:
 def test_bad_window() -> None:
     with pytest.raises(CrabzooError, match="window"):
         WindowQFormerConnector(AD, VD, OUT, window=0)
+
+
+def test_bfloat16() -> None:
+    conn = make().to(torch.bfloat16)
+    audio, visual = streams()
+    out = conn(
+        MediaFeatures(audio.tokens.bfloat16(), audio.timestamps, audio.mask),
+        MediaFeatures(visual.tokens.bfloat16(), visual.timestamps, visual.mask),
+    )
+    assert out.tokens.dtype == torch.bfloat16 and torch.isfinite(out.tokens.float()).all()

@@ -122,3 +122,10 @@ def test_built_from_yaml() -> None:
     )
     head = parser.instantiate(cfg).head
     assert isinstance(head, MaskDecoder) and head.mask_size == (16, 16)
+
+
+def test_bfloat16() -> None:
+    dec = tiny().to(torch.bfloat16)
+    states, layers = inputs()
+    logits = dec(states.bfloat16(), [x.bfloat16() for x in layers])
+    assert logits.dtype == torch.bfloat16 and torch.isfinite(dec.loss(logits, torch.zeros(2, 16, 16))).all()
