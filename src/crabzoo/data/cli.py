@@ -167,7 +167,7 @@ def _sheet(sample: Any, loader: Any, out: Path) -> None:
     text = f"[{sample.task}] {sample.instruction}\n\u2192 {sample.target or sample.truth}"
     ax = fig.add_subplot(grid[1, :])
     ax.axis("off")
-    width = int((1.6 * n + 3.4) * 15)
+    width = int((1.6 * n + 3.4) * 12)
     ax.text(0, 1, "\n".join(textwrap.wrap(text, width)[:9]), fontsize=7, va="top", family="monospace")
     out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out, dpi=60)

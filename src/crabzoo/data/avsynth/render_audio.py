@@ -25,8 +25,12 @@ def _gate(flags: list[bool], n: int, sr: int) -> np.ndarray:
     if gate.size < n:
         gate = np.pad(gate, (0, n - gate.size))
     ramp = max(1, sr // 100)
-    csum = np.concatenate([np.zeros(ramp, np.float64), np.cumsum(gate, dtype=np.float64)])
-    return ((csum[ramp:] - csum[:-ramp]) / ramp).astype(np.float32)  # moving average: 10 ms linear ramps
+    csum = np.concatenate([np.zeros(ramp, np.float64), np.cumsum(gate, dtype=np.float64), np.zeros(0)])
+    causal = (csum[ramp:] - csum[:-ramp]) / ramp  # ramps up after each onset (and lingers after offsets)
+    padded = np.concatenate([gate, np.zeros(ramp, np.float32)])
+    csum2 = np.concatenate([[0.0], np.cumsum(padded, dtype=np.float64)])
+    anti = (csum2[ramp + 1 : ramp + 1 + n] - csum2[1 : 1 + n]) / ramp  # ramps down before each offset
+    return np.minimum(causal, anti).astype(np.float32)  # 10 ms ramps kept inside the sounding seconds
 
 
 def _tone(f: np.ndarray, harmonics: tuple[float, ...], sr: int, roll: float = 0.0) -> np.ndarray:
