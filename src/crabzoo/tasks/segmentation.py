@@ -127,7 +127,7 @@ class RefAVSTask(_Segmentation):
     answer_keys: ClassVar[tuple[str, ...]] = ("exists", "name", "box", "points")
     answer_format: ClassVar[str] = (
         "<answer>true</answer> The object is {name}. Its bounding box is [x1,y1,x2,y2] and three points on it are "
-        "[x,y], [x,y], [x,y].  |  <answer>false</answer> The object is absent."
+        "[x,y], [x,y], [x,y]. or <answer>false</answer> The object is absent."
     )
     reference: ClassVar[str] = (
         "AVSBench mIoU / F-score on test_s (seen) and test_u (unseen); GeWu-Lab/Ref-AVS metric_s_for_null on test_n"
