@@ -115,9 +115,28 @@ def load_tokenizer(
             "a tokenizer directory, or name_or_path"
         )
     try:
+        if _generic_tokenizer(source):  # a locally trained tokenizer: keep its class, whatever the model type
+            from transformers import PreTrainedTokenizerFast
+
+            return PreTrainedTokenizerFast.from_pretrained(source)
         return AutoTokenizer.from_pretrained(source)
     except (OSError, ValueError) as err:
         raise CrabzooError(f"tokenizer {source!r} could not be loaded ({err}); give a local tokenizer directory") from err
+
+
+def _generic_tokenizer(source: str) -> bool:
+    """Whether a local tokenizer directory holds a plain ``tokenizers`` tokenizer (no model-specific class).
+
+    ``AutoTokenizer`` would otherwise pick the class of the checkpoint's model type (e.g. Qwen2's, which adds
+    its own special tokens) for a tokenizer that was trained locally.
+    """
+    config = Path(source) / "tokenizer_config.json"
+    if not config.is_file():
+        return False
+    import json
+
+    cls = json.loads(config.read_text()).get("tokenizer_class")
+    return cls in ("TokenizersBackend", "PreTrainedTokenizerFast")
 
 
 class HFCausalLM(Backbone):
