@@ -41,8 +41,17 @@ class _Segmentation(ImageTask):
 
         return (RefAVSMetric if self.name == "ref_avs" else SegmentationMetric)(prompter=prompter)
 
+    def label_set(self, truths: Sequence[dict[str, Any]]) -> list[str]:
+        """Categories (object names for ref_avs), most frequent first."""
+        counts: dict[str, int] = {}
+        for t in truths:
+            name = t.get("category") or t.get("name")
+            if name:
+                counts[str(name)] = counts.get(str(name), 0) + 1
+        return sorted(counts, key=lambda k: (-counts[k], k))
+
     def baseline(self, truth: dict[str, Any], labels: Sequence[str] = ()) -> Any:
-        """The whole frame."""
+        """The whole frame, named with the most frequent category."""
         return {"category": labels[0] if labels else None, "exists": True, "name": None,
                 "box": [0, 0, 223, 223], "points": []}
 
