@@ -57,7 +57,7 @@ class ClipEncoder(FrameEncoder):
         try:
             model = open_clip.create_model(model_name, pretrained=pretrained, **kwargs)
         except (RuntimeError, FileNotFoundError, ValueError) as err:
-            raise CrabzooError(f"ClipEncoder: cannot build open_clip model {model_name!r} (pretrained={pretrained!r}): {err}") from err
+            raise CrabzooError(f"ClipEncoder: cannot build open_clip model {model_name!r} (pretrained={pretrained!r}): {str(err)[:300]}") from err
         visual = getattr(model, "visual", None)
         if visual is None or not hasattr(visual, "transformer"):
             raise CrabzooError(f"ClipEncoder: {model_name!r} has no ViT vision tower; choose a ViT model (e.g. ViT-L-14)")
