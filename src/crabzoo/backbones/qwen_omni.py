@@ -433,8 +433,9 @@ class QwenOmniThinker(Backbone):
             for start in range(len(row) - len(marker) + 1):
                 if row[start : start + len(marker)] == marker:
                     begin = start + len(marker)
-                    end = row.index(end_id, begin) if end_id in row[begin:] else len(row) - 1
-                    labels[b, begin : end + 1] = input_ids[b, begin : end + 1]
+                    if end_id in row[begin:]:  # a prompt that only opens the assistant turn has no labels
+                        end = row.index(end_id, begin)
+                        labels[b, begin : end + 1] = input_ids[b, begin : end + 1]
                     break
         return labels
 
