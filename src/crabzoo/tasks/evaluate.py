@@ -139,7 +139,9 @@ def match(task: str, samples: list[Sample], lines: list[dict[str, Any]]) -> tupl
                 out[by_key[k]] = x["text"]
             return out, "metadata"
     if len(lines) > n:
-        raise CrabzooError(f"{len(lines)} prediction lines but only {n} records; add an 'id' or 'index' field to match them")
+        raise CrabzooError(
+            f"{len(lines)} prediction lines but only {n} records; add an 'id' or 'index' field to match them"
+        )
     return [x["text"] for x in lines] + [None] * (n - len(lines)), "position"
 
 
@@ -208,7 +210,8 @@ def evaluate(task_name: str, predictions: Path, annotations: Path, split: str | 
     samples = read_annotations(task, annotations, split)
     lines = read_predictions(predictions, task.name)
     texts, rule = match(task.name, samples, lines)
-    metric = task.make_metric(prompter=prompter) if prompter is not None and task.group == "spatial" and task.name != "arig" else None
+    masked = task.name in ("s4", "ms3", "ref_avs")
+    metric = task.make_metric(prompter=prompter) if prompter is not None and masked else None
     result = score(task, samples, texts, metric)
     return {"task": task.name, "predictions": str(predictions), "annotations": str(annotations),
             "matched_by": rule, **result}
@@ -216,10 +219,13 @@ def evaluate(task_name: str, predictions: Path, annotations: Path, split: str | 
 
 def main(argv: list[str] | None = None) -> None:
     """Entry point of ``crabzoo evaluate``."""
-    parser = argparse.ArgumentParser(prog="crabzoo evaluate", description="Score a predictions JSONL against a task's annotations.")
+    parser = argparse.ArgumentParser(
+        prog="crabzoo evaluate", description="Score a predictions JSONL against a task's annotations."
+    )
     parser.add_argument("--task", required=True, help=f"task folder name: {', '.join(TASKS)}")
     parser.add_argument("--predictions", required=True, type=Path, help="JSONL, one object per generation")
-    parser.add_argument("--annotations", required=True, type=Path, help="the task's annotation file, e.g. DIR/ave/test.json")
+    parser.add_argument("--annotations", required=True, type=Path,
+                        help="the task's annotation file, e.g. DIR/ave/test.json")
     parser.add_argument("--out", type=Path, help="write the result as JSON (atomically)")
     parser.add_argument("--split", choices=("train", "test"), help="split of the annotations (default: the file stem)")
     parser.add_argument("--prompter", choices=("boxfill", "sam2"), default="boxfill",

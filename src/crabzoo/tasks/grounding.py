@@ -23,7 +23,9 @@ class ARIGTask(ImageTask):
         "Please recognize the category of object that makes the sound and then output its bounding box."
     )
     answer_keys: ClassVar[tuple[str, ...]] = ("category", "box")
-    answer_format: ClassVar[str] = "The sounding object is {category}. Its coordinates are <obj>({x1},{y1})({x2},{y2})</obj>."
+    answer_format: ClassVar[str] = (
+        "The sounding object is {category}. Its coordinates are <obj>({x1},{y1})({x2},{y2})</obj>."
+    )
     reference: ClassVar[str] = "stoneMo/EZ-VSL cIoU (share of IoU >= 0.5) and AUC"
     chance_text: ClassVar[str] = "the whole-frame box (cIoU = share of boxes covering >= half the frame)"
 
@@ -37,7 +39,8 @@ class ARIGTask(ImageTask):
         box = None
         if "top_left" in record or split == "test":
             tl, br = f.get("top_left", list), f.get("bottom_right", list)
-            if len(tl) != 2 or len(br) != 2 or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in tl + br):
+            numbers = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in tl + br)
+            if len(tl) != 2 or len(br) != 2 or not numbers:
                 raise f.error("fields 'top_left' / 'bottom_right' must be [x, y] numbers")
             box = [int(tl[0]), int(tl[1]), int(br[0]), int(br[1])]
         else:

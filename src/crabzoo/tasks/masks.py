@@ -24,7 +24,8 @@ def avsbench_mask_path(image_path: str | Path) -> Path:
 
 
 def refavs_mask_path(image_path: str | Path, fid: Any) -> Path:
-    """ref_avs ground truth: ``REFAVS/media/<clip>/frames/<k>.jpg`` -> ``REFAVS/gt_mask/<clip>/fid_<fid>/0000<k>.png``."""
+    """ref_avs ground truth: ``REFAVS/media/<clip>/frames/<k>.jpg`` ->
+    ``REFAVS/gt_mask/<clip>/fid_<fid>/0000<k>.png``."""
     image = Path(image_path)
     clip_dir = image.parent.parent
     return clip_dir.parent.parent / "gt_mask" / clip_dir.name / f"fid_{fid}" / f"0000{image.stem}.png"
@@ -71,7 +72,9 @@ def default_prompter() -> Any:
     return BoxFillPrompter()
 
 
-def prediction_mask(pred: dict[str, Any], prompter: Any, image_path: str | None, size: tuple[int, int] = SIZE) -> np.ndarray:
+def prediction_mask(
+    pred: dict[str, Any], prompter: Any, image_path: str | None, size: tuple[int, int] = SIZE
+) -> np.ndarray:
     """The mask of a parsed prediction: a given ``mask`` as is, ``exists=False`` empty, else the prompter's."""
     if "mask" in pred and pred["mask"] is not None:
         return resize_mask(pred["mask"], size)

@@ -80,8 +80,9 @@ class A2VTask(_Matching):
         if frames2.shape[1:3] != first.frames.shape[1:3]:
             h, w = first.frames.shape[1:3]
             frames2 = np.stack([np.asarray(Image.fromarray(fr).resize((w, h), Image.BILINEAR)) for fr in frames2])
-        offset = float(first.timestamps[-1]) + (float(first.timestamps[-1] - first.timestamps[0]) / max(1, len(first.timestamps) - 1))
-        visual = VisualClip(np.concatenate([first.frames, frames2]), np.concatenate([first.timestamps, second.timestamps + offset]))
+        t1 = first.timestamps
+        offset = float(t1[-1]) + float(t1[-1] - t1[0]) / max(1, len(t1) - 1)  # the second video follows the first
+        visual = VisualClip(np.concatenate([first.frames, frames2]), np.concatenate([t1, second.timestamps + offset]))
         return {"audio": self.read_audio(sample.audio[0], loader), "visual": visual}
 
 

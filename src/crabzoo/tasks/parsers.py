@@ -25,7 +25,8 @@ _BOX = re.compile(r"\[\s*(\d+)\s*,\s*(\d+)\s*,\s*(\d+)\s*,\s*(\d+)\s*\]")
 _POINT = re.compile(r"\[\s*(\d+)\s*,\s*(\d+)\s*\]")
 _OBJ = re.compile(r"<\s*obj\s*>\s*\(\s*(\d+)\s*,\s*(\d+)\s*\)\s*\(\s*(\d+)\s*,\s*(\d+)\s*\)\s*<\s*/\s*obj\s*>", re.I)
 _OBJ_V1 = re.compile(
-    r"top left corner is\s*\(\s*(\d+)\s*,\s*(\d+)\s*\).*?bottom right corner is\s*\(\s*(\d+)\s*,\s*(\d+)\s*\)", re.I | re.S
+    r"top left corner is\s*\(\s*(\d+)\s*,\s*(\d+)\s*\).*?bottom right corner is\s*\(\s*(\d+)\s*,\s*(\d+)\s*\)",
+    re.I | re.S,
 )
 _AVE_REF = re.compile(rf"event\s*:\s*(.+?)\s+start_time\s*:\s*({_NUM})\s+end_time\s*:\s*({_NUM})", re.I | re.S)
 _AVVP = re.compile(r"<\s*(audio|visual)(?:_event)?\s*>(.*?)<\s*/\s*\1(?:_event)?\s*>", re.I | re.S)

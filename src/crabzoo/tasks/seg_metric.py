@@ -37,7 +37,9 @@ class SegmentationMetric(BenchmarkMetric):
 
     primary = "miou"
     higher_is_better: ClassVar[dict[str, bool]] = {"miou": True, "fscore": True, "category_accuracy": True}
-    reference: ClassVar[str] = "OpenNLPLab/AVSBench utility.py mask_iou / Eval_Fmeasure; GeWu-Lab/Ref-AVS metric_s_for_null"
+    reference: ClassVar[str] = (
+        "OpenNLPLab/AVSBench utility.py mask_iou / Eval_Fmeasure; GeWu-Lab/Ref-AVS metric_s_for_null"
+    )
 
     ref: ClassVar[bool] = False
 
@@ -66,9 +68,10 @@ class SegmentationMetric(BenchmarkMetric):
             pred = prediction_mask(p, self.prompter, t.get("image_path"), SIZE) if parsed else ~gt
             name = t.get("category") if t.get("category") is not None else t.get("name")
             said = p.get("category", p.get("name")) if parsed else None
-            category_ok = parsed and name is not None and said is not None and str(said).strip().lower() == str(name).strip().lower()
+            category_ok = parsed and None not in (name, said) and str(said).strip().lower() == str(name).strip().lower()
             exists_ok = parsed and bool(p.get("exists", True)) == bool(t.get("exists", True))
-            records.append([str(t.get("video", "")), parsed, str(t.get("split", "")), bool(category_ok), bool(exists_ok)])
+            video, split = str(t.get("video", "")), str(t.get("split", ""))
+            records.append([video, parsed, split, bool(category_ok), bool(exists_ok)])
             pbits.append(np.packbits(pred.reshape(-1)))
             gbits.append(np.packbits(gt.reshape(-1)))
         self._count(preds)

@@ -25,7 +25,8 @@ def box_points_from_extra(f: Fields) -> dict[str, Any]:
     box, points = extra.get("box"), extra.get("points")
     if box is not None and not (isinstance(box, list) and len(box) == 4):
         raise f.error("avsynth.box must be [x1, y1, x2, y2]")
-    if points is not None and not (isinstance(points, list) and all(isinstance(p, list) and len(p) == 2 for p in points)):
+    pairs = isinstance(points, list) and all(isinstance(p, list) and len(p) == 2 for p in points)
+    if points is not None and not pairs:
         raise f.error("avsynth.points must be a list of [x, y]")
     return {"box": [int(v) for v in box] if box else None, "points": [[int(x), int(y)] for x, y in points or []]}
 
@@ -187,7 +188,8 @@ class RefAVSTask(_Segmentation):
             from crabzoo.errors import CrabzooError
 
             raise CrabzooError("ref_avs: format_target needs truth['name'], truth['box'] and three truth['points']")
-        return f"<answer>true</answer> The object is {truth['name']}. {format_box_points(truth['box'], truth['points'])}"
+        where = format_box_points(truth["box"], truth["points"])
+        return f"<answer>true</answer> The object is {truth['name']}. {where}"
 
     def parse(self, text: str) -> Any:
         return parse_ref(text)
