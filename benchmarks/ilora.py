@@ -52,11 +52,11 @@ class Shape:
     tokens: int
 
 
-FULL = [
-    Shape("a", 1024, 1024, 8, 4, 4096),
-    Shape("b", 3584, 3584, 128, 3, 2048),
-    Shape("b", 3584, 18944, 128, 3, 2048),
-]
+FULL = {
+    "a": Shape("a", 1024, 1024, 8, 4, 4096),
+    "b3584": Shape("b", 3584, 3584, 128, 3, 2048),
+    "b18944": Shape("b", 3584, 18944, 128, 3, 2048),
+}
 
 
 def quick(shapes: list[Shape]) -> list[Shape]:
@@ -159,7 +159,8 @@ def peft_lora(base: nn.Linear, rank: int, dropout: float) -> nn.Module:
     holder.proj = nn.Linear(1, 1)
     holder.proj.in_features, holder.proj.out_features = base.in_features, base.out_features
     holder.proj.weight, holder.proj.bias = base.weight, base.bias
-    inject_adapter_in_model(LoraConfig(r=rank, lora_alpha=2 * rank, lora_dropout=dropout, target_modules=["proj"]), holder)
+    config = LoraConfig(r=rank, lora_alpha=2 * rank, lora_dropout=dropout, target_modules=["proj"])
+    inject_adapter_in_model(config, holder)
     layer = holder.proj
     with torch.no_grad():
         layer.lora_B["default"].weight.normal_(std=0.01)
@@ -256,13 +257,15 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="1/8 of the tokens and two repeats")
     parser.add_argument("--repeats", type=int, default=None, help="timed repeats per variant (default 3; 2 quick)")
+    parser.add_argument("--shapes", nargs="+", choices=list(FULL), default=list(FULL), help="shapes to run")
     parser.add_argument("--dropout", type=float, default=0.0, help="adapter dropout in every variant")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
     pin_malloc()
-    shapes = quick(FULL) if args.quick else FULL
+    chosen = [FULL[name] for name in args.shapes]
+    shapes = quick(chosen) if args.quick else chosen
     repeats = args.repeats or (2 if args.quick else 3)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, fp32 CPU, dropout {args.dropout}, "
           f"{repeats} repeats{' (quick)' if args.quick else ''}\n")

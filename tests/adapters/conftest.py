@@ -5,6 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
+# Tiny tensors: one thread avoids OpenMP spin-waits when the machine is shared.
+torch.set_num_threads(1)
+
 @pytest.fixture
 def tiny_llama():
     """A 2-layer LlamaForCausalLM (hidden 64) in eval mode, with its initial state dict."""

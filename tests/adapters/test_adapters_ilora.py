@@ -262,3 +262,12 @@ def test_fused_saves_far_less_than_the_loop_for_backward():
     assert fused == 4 * 256 * (64 + 4 + 3)
     # the loop keeps a full-width (256x512) head output per head
     assert loop >= 3 * 4 * 256 * 512
+
+
+def test_a_single_string_target_is_one_suffix(tiny_llama):
+    adapter = ILoRA(targets="q_proj", n_heads=2, rank=2)
+    assert adapter.apply({"llm": tiny_llama}, LLM_TARGETS) == [
+        "llm.model.layers.0.self_attn.q_proj",
+        "llm.model.layers.1.self_attn.q_proj",
+    ]
+    assert ILoRA(targets={"llm": "v_proj"}).targets == {"llm": ("v_proj",)}

@@ -100,7 +100,7 @@ def test_crab_plus_layout_with_colliding_groups_needs_prefixes(tiny_llama, tmp_p
     thinker = Thinker(tiny_llama)
     root = nn.Module()
     root.thinker = thinker
-    state = official_state(thinker, CRAB_PLUS_PREFIX, ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"))
+    state = official_state(thinker, CRAB_PLUS_PREFIX, LLM_TARGETS["llm"])
     save_official_file = tmp_path / "official.safetensors"
     save_file(state, str(save_official_file))
     groups = {"llm": thinker.model, "audio_encoder": thinker.audio_tower}
@@ -112,7 +112,8 @@ def test_crab_plus_layout_with_colliding_groups_needs_prefixes(tiny_llama, tmp_p
         import_official(adapter, save_official_file)
     prefixes = {"llm": CRAB_PLUS_PREFIX + "model.", "audio_encoder": CRAB_PLUS_PREFIX + "audio_tower."}
     mapping = import_official(adapter, load_official_state(save_official_file), prefixes)
-    assert mapping["audio_encoder.layers.0.self_attn.q_proj"] == "thinker.base_model.model.audio_tower.layers.0.self_attn.q_proj"
+    want = "thinker.base_model.model.audio_tower.layers.0.self_attn.q_proj"
+    assert mapping["audio_encoder.layers.0.self_attn.q_proj"] == want
     out = save_official(tmp_path / "back.safetensors", adapter, prefixes)
     back = load_official_state(out)
     assert set(back) == set(state) and all(torch.equal(back[k], state[k]) for k in state)

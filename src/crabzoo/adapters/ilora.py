@@ -23,7 +23,7 @@ from torch import Tensor, nn
 from crabzoo.adapters import routing as R
 from crabzoo.adapters.base import DEFAULT_GROUPS, Adapter
 from crabzoo.adapters.fused import fused_ilora
-from crabzoo.adapters.placement import Targets, find_linears, replace_module, resolve_targets
+from crabzoo.adapters.placement import Targets, find_linears, normalise_targets, replace_module, resolve_targets
 from crabzoo.adapters.telemetry import RouterTelemetry
 from crabzoo.errors import CrabzooError
 
@@ -207,9 +207,7 @@ class ILoRA(Adapter):
         independent_a: bool = False,
     ) -> None:
         super().__init__(groups, None)
-        self.targets = {g: tuple(v) for g, v in targets.items()} if isinstance(targets, Mapping) else (
-            tuple(targets) if targets is not None else None
-        )
+        self.targets = normalise_targets(targets)
         if n_heads < 1 or rank < 1:
             raise CrabzooError(f"I-LoRA needs n_heads >= 1 and rank >= 1, got n_heads={n_heads}, rank={rank}")
         if not 0.0 <= dropout < 1.0:

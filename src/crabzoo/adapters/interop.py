@@ -153,7 +153,8 @@ def import_official(
             a = state[f"{path}.lora_A.weight"]
             route = state[f"{path}.lora_route.weight"]
             b = torch.cat([state[f"{path}.lora_B{i}.weight"] for i in range(layer.n_heads)], dim=1)
-            for name, src, dst in (("lora_A", a, layer.lora_A), ("lora_B", b, layer.lora_B), ("lora_route", route, layer.lora_route)):
+            pairs = (("lora_A", a, layer.lora_A), ("lora_B", b, layer.lora_B), ("lora_route", route, layer.lora_route))
+            for name, src, dst in pairs:
                 if tuple(src.shape) != tuple(dst.shape):
                     raise CrabzooError(
                         f"{path}: {name} has shape {tuple(src.shape)}, crabzoo expects {tuple(dst.shape)} "

@@ -15,7 +15,7 @@ import torch
 from torch import Tensor, nn
 
 from crabzoo.adapters.base import DEFAULT_GROUPS, Adapter
-from crabzoo.adapters.placement import Targets, find_linears, resolve_targets
+from crabzoo.adapters.placement import Targets, find_linears, normalise_targets, resolve_targets
 from crabzoo.errors import CrabzooError
 
 ADAPTER_NAME = "default"
@@ -44,9 +44,7 @@ class LoRA(Adapter):
         dropout: float = 0.05,
     ) -> None:
         super().__init__(groups, None)
-        self.targets = {g: tuple(v) for g, v in targets.items()} if isinstance(targets, Mapping) else (
-            tuple(targets) if targets is not None else None
-        )
+        self.targets = normalise_targets(targets)
         if rank < 1:
             raise CrabzooError(f"LoRA rank must be >= 1, got {rank}")
         if not 0.0 <= dropout < 1.0:

@@ -16,6 +16,17 @@ Targets = Sequence[str] | Mapping[str, Sequence[str]] | None
 """Suffixes for every group, or a mapping group -> suffixes, or ``None`` (each group's defaults)."""
 
 
+def normalise_targets(targets: Targets) -> tuple[str, ...] | dict[str, tuple[str, ...]] | None:
+    """Tuples instead of lists; a single string is one suffix (not its characters)."""
+    if targets is None:
+        return None
+    if isinstance(targets, str):
+        return (targets,)
+    if isinstance(targets, Mapping):
+        return {g: (v,) if isinstance(v, str) else tuple(v) for g, v in targets.items()}
+    return tuple(targets)
+
+
 def resolve_targets(
     group_names: Sequence[str], targets: Targets, default_targets: Mapping[str, Sequence[str]]
 ) -> dict[str, tuple[str, ...]]:

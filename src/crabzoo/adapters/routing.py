@@ -1,6 +1,7 @@
 """Routing of I-LoRA heads: gates per token and load-balancing losses.
 
-All gates are probabilities computed in fp32 (float64 for float64 inputs): ``(..., N)`` tensors whose last axis sums to one.
+All gates are probabilities computed in fp32 (float64 for float64 inputs): ``(..., N)`` tensors whose last
+axis sums to one.
 """
 
 from __future__ import annotations
