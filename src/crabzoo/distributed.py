@@ -184,6 +184,27 @@ def is_sharded(module: nn.Module) -> bool:
     return isinstance(module, FSDPModule)
 
 
+def data_parallel_mesh(device_mesh: Any) -> Any:
+    """The 1-D mesh to shard over: every device of ``device_mesh``.
+
+    Lightning's ``ModelParallelStrategy`` builds a 2-D mesh ``(data_parallel, tensor_parallel)`` with, by default,
+    one data-parallel group per node and the node's devices on the tensor-parallel dimension. crabzoo applies no
+    tensor parallelism, so sharding over the ``data_parallel`` dimension alone would leave each device of a node
+    with its own unsynchronised replica; the dimensions are flattened into one FSDP dimension instead.
+    """
+    if getattr(device_mesh, "ndim", 1) == 1:
+        return device_mesh
+    names = tuple(getattr(device_mesh, "mesh_dim_names", None) or ())
+    if all(device_mesh.size(i) == 1 for i in range(1, device_mesh.ndim)) and names:
+        return device_mesh[names[0]]
+    try:
+        return device_mesh._flatten("crabzoo_fsdp")
+    except (AttributeError, RuntimeError, ValueError, NotImplementedError):
+        from torch.distributed.device_mesh import init_device_mesh
+
+        return init_device_mesh(device_mesh.device_type, (device_mesh.size(),), mesh_dim_names=("crabzoo_fsdp",))
+
+
 def shard_model(
     module: nn.Module,
     device_mesh: Any,
@@ -199,7 +220,8 @@ def shard_model(
 
     Args:
         module: The model to shard in place.
-        device_mesh: The data-parallel device mesh (1-D), or a 2-D mesh with a ``data_parallel`` dimension.
+        device_mesh: The device mesh (``self.device_mesh``); all its devices form one FSDP dimension
+            (see :func:`data_parallel_mesh`).
         mixed_precision: Lightning precision string (see :func:`mixed_precision_policy`).
         activation_checkpointing: Recompute each decoder layer's/encoder block's activations in the backward pass.
         reshard_after_forward: Free gathered weights after each unit's forward (ZeRO-3); ``False`` keeps them
@@ -212,12 +234,7 @@ def shard_model(
         return module
     from torch.distributed.fsdp import fully_shard, register_fsdp_forward_method
 
-    mesh = device_mesh
-    if getattr(mesh, "ndim", 1) > 1:
-        names = getattr(mesh, "mesh_dim_names", None) or ()
-        if "data_parallel" not in names:
-            raise CrabzooError(f"shard_model needs a 1-D mesh or one with a 'data_parallel' dimension, got {names}")
-        mesh = mesh["data_parallel"]
+    mesh = data_parallel_mesh(device_mesh)
     policy = mixed_precision_policy(mixed_precision)
     kwargs: dict[str, Any] = {"mesh": mesh, "reshard_after_forward": reshard_after_forward}
     if policy is not None:

@@ -27,7 +27,7 @@ def launch(scenario: str, out: Path, world: int = 2, timeout: float = 240.0) -> 
     for rank in range(world):
         env = dict(os.environ, MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), LOCAL_RANK=str(rank), NODE_RANK="0",
                    WORLD_SIZE=str(world), OMP_NUM_THREADS="1", PYTHONWARNINGS="ignore")
-        procs.append(subprocess.Popen([sys.executable, str(HERE / "dist_worker.py"), scenario, str(out)], env=env,
+        procs.append(subprocess.Popen([sys.executable, os.environ.get("SCALE_WORKER", str(HERE / "dist_worker.py")), scenario, str(out)], env=env,
                                       stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))
     logs = []
     try:

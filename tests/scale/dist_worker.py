@@ -22,6 +22,14 @@ from tiny import TinyAV, TokenTasks, loader  # noqa: E402
 from crabzoo.distributed import RNGCheckpoint, export_adapter, full_tensor  # noqa: E402
 
 
+class Record(L.Callback):
+    def __init__(self) -> None:
+        self.rows: list = []
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        self.rows.append((list(batch["index"]), trainer.optimizers[0].param_groups[0]["lr"]))
+
+
 class GradProbe(L.Callback):
     """Records, per optimizer step, the global gradient norm of every adapter parameter (None: no gradient)."""
 
@@ -55,22 +63,28 @@ def fsdp2(out: Path) -> dict:
     # uninterrupted: 4 steps
     L.seed_everything(0)
     model = TinyAV()
-    probe = GradProbe()
-    trainer(ModelParallelStrategy(), 4, out / "a", [probe]).fit(model, loader(data))
+    probe, rec = GradProbe(), Record()
+    trainer(ModelParallelStrategy(), 4, out / "a", [probe, rec]).fit(model, loader(data))
+    result["rec_full"] = rec.rows
     result["full"] = model.losses
     result["grad_norms"] = probe.norms
     result["sharded"] = [type(m).__name__ for m in model.modules() if type(m).__name__.startswith("FSDP")][:3]
+    lora_a = next(model.adapter.trainable_parameters())
+    result["mesh_size"] = lora_a.device_mesh.size() if hasattr(lora_a, "device_mesh") else 1
     result["n_adapter_params"] = len(list(model.adapter.trainable_parameters()))
     # interrupted after 2 steps (sharded checkpoint), then resumed to 4
     L.seed_everything(0)
     model = TinyAV()
     trainer(ModelParallelStrategy(), 2, out / "b", ckpt_every=2).fit(model, loader(data))
+    result["b"] = model.losses
     ckpt = out / "b" / "ckpt" / "epoch=0-step=2.ckpt"
     result["ckpt_is_dir"] = ckpt.is_dir()
     result["ckpt_files"] = sorted(p.name for p in ckpt.iterdir()) if ckpt.is_dir() else []
     L.seed_everything(123)
     model = TinyAV(seed=7)
-    trainer(ModelParallelStrategy(), 4, out / "c").fit(model, loader(data), ckpt_path=str(ckpt))
+    rec = Record()
+    trainer(ModelParallelStrategy(), 4, out / "c", [rec]).fit(model, loader(data), ckpt_path=str(ckpt))
+    result["rec_res"] = rec.rows
     result["resumed"] = model.losses
     export = export_adapter(model, out / "adapter")
     if export is not None:

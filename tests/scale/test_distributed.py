@@ -14,6 +14,9 @@ pytestmark = pytest.mark.slow
 def test_fsdp2_fit_sharded_checkpoint_resume_and_adapter_grads(tmp_path):
     r = launch("fsdp2", tmp_path)
     assert r["sharded"], "fully_shard was not applied"
+    assert r["mesh_size"] == 2  # sharded over both processes (not one replica per process)
+    assert r["b"] == r["full"][:2]
+    assert r["rec_res"] == r["rec_full"][2:]  # same batches and learning rates after the resume
     # the sharded checkpoint is a directory of per-rank shards plus Lightning's metadata
     assert r["ckpt_is_dir"] and "meta.pt" in r["ckpt_files"] and any(f.endswith(".distcp") for f in r["ckpt_files"])
     # every adapter parameter gets a gradient at every step under sharding; after the first step (B != 0)
