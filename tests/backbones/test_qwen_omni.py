@@ -153,3 +153,24 @@ def test_config_errors(corpus_dir):
     audio_in_video = tiny_omni(corpus_dir, use_audio_in_video=True)
     with pytest.raises(CrabzooError, match="use_audio_in_video"):
         audio_in_video.prepare([AV_USER])
+
+
+def test_loads_thinker_from_full_omni_checkpoint(omni, tmp_path):
+    """A full Qwen2.5-Omni checkpoint (``thinker.*`` keys in the original layout, talker weights) loads the thinker."""
+    from safetensors.torch import save_file
+    from transformers import Qwen2_5OmniConfig
+
+    from crabzoo.backbones import QwenOmniThinker
+
+    Qwen2_5OmniConfig(thinker_config=omni.thinker.config.to_dict(), enable_audio_output=False).save_pretrained(tmp_path)
+    omni.tokenizer.save_pretrained(tmp_path)
+    original_layout = {}
+    for key, value in omni.thinker.state_dict().items():
+        key = key.replace("model.language_model.", "model.").replace("model.audio_tower.", "audio_tower.")
+        original_layout["thinker." + key.replace("model.visual.", "visual.")] = value.contiguous().clone()
+    original_layout["talker.codec_head.weight"] = torch.zeros(2, 2)
+    save_file(original_layout, str(tmp_path / "model.safetensors"), metadata={"format": "pt"})
+    loaded = QwenOmniThinker(name_or_path=str(tmp_path), audio_max_seconds=10)
+    expected, got = omni.thinker.state_dict(), loaded.thinker.state_dict()
+    assert set(expected) == set(got)
+    assert all(torch.equal(expected[k], got[k]) for k in expected)

@@ -300,10 +300,23 @@ class HFCausalLM(Backbone):
     def embed(self, input_ids: Tensor) -> Tensor:
         return self.model.get_input_embeddings()(input_ids)
 
-    def forward(self, inputs_embeds: Tensor, attention_mask: Tensor, position_ids: Tensor | None = None) -> Tensor:
+    def forward(
+        self,
+        inputs_embeds: Tensor,
+        attention_mask: Tensor,
+        position_ids: Tensor | None = None,
+        output_hidden_states: bool = False,
+    ) -> Tensor | tuple[Tensor, Tensor]:
+        """Logits ``(B, L, V)``; with ``output_hidden_states=True``, ``(logits, last_hidden (B, L, D))``.
+
+        ``last_hidden`` is the decoder's final hidden state (after the final norm), e.g. for Crab's mask tokens.
+        """
         out = self.model(
-            inputs_embeds=inputs_embeds, attention_mask=attention_mask, position_ids=position_ids, use_cache=False
+            inputs_embeds=inputs_embeds, attention_mask=attention_mask, position_ids=position_ids, use_cache=False,
+            output_hidden_states=output_hidden_states,
         )
+        if output_hidden_states:
+            return out.logits, out.hidden_states[-1]
         return out.logits
 
     @torch.no_grad()

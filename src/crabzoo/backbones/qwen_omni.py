@@ -134,7 +134,6 @@ class QwenOmniThinker(Backbone):
             raise CrabzooError("QwenOmniThinker: give exactly one of name_or_path (a checkpoint) or config (a dict)")
         from transformers import (
             AutoConfig,
-            Qwen2_5OmniForConditionalGeneration,
             Qwen2_5OmniThinkerConfig,
             Qwen2_5OmniThinkerForConditionalGeneration,
         )
@@ -151,16 +150,13 @@ class QwenOmniThinker(Backbone):
         extra = {"attn_implementation": attn_implementation} if attn_implementation else {}
         if name_or_path is not None:
             try:
-                kind = AutoConfig.from_pretrained(name_or_path).model_type
-                if kind == "qwen2_5_omni":  # full model: build the thinker only
-                    full = Qwen2_5OmniForConditionalGeneration.from_pretrained(
-                        name_or_path, dtype=dtype or "auto", enable_audio_output=False, **extra
-                    )
-                    self.thinker = full.thinker
-                else:
-                    self.thinker = Qwen2_5OmniThinkerForConditionalGeneration.from_pretrained(
-                        name_or_path, dtype=dtype or "auto", **extra
-                    )
+                found = AutoConfig.from_pretrained(name_or_path)
+                # a full Qwen2.5-Omni checkpoint: build the thinker alone from its sub-config; transformers maps
+                # the ``thinker.*`` weights (old and new layouts) and skips the talker and token2wav weights
+                thinker_config = found.thinker_config if found.model_type == "qwen2_5_omni" else found
+                self.thinker = Qwen2_5OmniThinkerForConditionalGeneration.from_pretrained(
+                    name_or_path, config=thinker_config, dtype=dtype or "auto", **extra
+                )
             except OSError as err:
                 raise CrabzooError(f"QwenOmniThinker: cannot load {name_or_path!r} ({err})") from err
         else:
