@@ -90,12 +90,18 @@ def test_checkpoint_round_trip(tmp_path) -> None:
     assert not any(p.requires_grad for p in reloaded.parameters())
 
 
-def test_shared_relative_bias() -> None:
+def test_one_relative_bias_table_under_every_layer_key() -> None:
     model = tiny()
-    first = model.encoder.layers[0].self_attn.relative_attention_bias
-    assert all(layer.self_attn.relative_attention_bias is first for layer in model.encoder.layers)
-    keys = [k for k in model.state_dict() if k.endswith("relative_attention_bias.weight")]
-    assert len(keys) == TINY["encoder_layers"]
+    first = model.encoder.layers[0].self_attn.relative_attention_bias.weight
+    assert not any(hasattr(layer.self_attn, "relative_attention_bias") for layer in model.encoder.layers[1:])
+    state = model.state_dict()
+    keys = [k for k in state if k.endswith("relative_attention_bias.weight")]
+    assert len(keys) == TINY["encoder_layers"] and all(state[k] is first or torch.equal(state[k], first) for k in keys)
+    nested = torch.nn.ModuleDict({"audio": model}).state_dict()  # the hook follows the module's prefix
+    assert "audio.encoder.layers.1.self_attn.relative_attention_bias.weight" in nested
+    other = torch.nn.ModuleDict({"audio": tiny(seed=3)})
+    other.load_state_dict(nested, strict=True)  # the copies are accepted and dropped
+    assert torch.equal(other["audio"].encoder.layers[0].self_attn.relative_attention_bias.weight, first)
 
 
 def test_layer0_only_bias_and_parametrization_names_load(tmp_path) -> None:

@@ -14,8 +14,11 @@ encoder.layers.{i}         post-LN deep-norm layers: self_attn (q/k/v/out_proj, 
 predictor                  Linear(width -> 527), fine-tuned checkpoints only
 ```
 
-Every layer owns a ``relative_attention_bias`` entry in the state dict, but all of them are the same module
-(layer 0's); only the bias computed from it is used, once, and each layer gates it with its own query.
+Every layer has a ``relative_attention_bias`` entry in the official state dict, but all of them are one
+table (the official code makes layers 1-11 reference layer 0's module) and only the bias computed from it in
+layer 0 is used; each layer gates that bias with its own query. Here only layer 0 owns the table, so every
+parameter belongs to exactly one layer (FSDP shards layer by layer); a state-dict hook writes the 11 copies
+under the official keys and a load hook drops them again.
 """
 
 from __future__ import annotations
@@ -185,7 +188,7 @@ def relative_position_bucket(relative: Tensor, num_buckets: int, max_distance: i
 class BEATsAttention(nn.Module):
     """Multi-head self-attention with a gated (GRU-style) relative position bias."""
 
-    def __init__(self, cfg: BEATsConfig, shared_bias: nn.Embedding | None) -> None:
+    def __init__(self, cfg: BEATsConfig, has_bias_table: bool) -> None:
         super().__init__()
         width, heads = cfg.encoder_embed_dim, cfg.encoder_attention_heads
         self.num_heads, self.head_dim = heads, width // heads
@@ -197,8 +200,8 @@ class BEATsAttention(nn.Module):
         if cfg.gru_rel_pos:
             self.grep_linear = nn.Linear(self.head_dim, 8)
             self.grep_a = nn.Parameter(torch.ones(1, heads, 1, 1))
-        if shared_bias is not None:
-            self.relative_attention_bias = shared_bias
+        if has_bias_table:
+            self.relative_attention_bias = nn.Embedding(cfg.num_buckets, heads)
         self.dropout = cfg.attention_dropout
 
     def forward(self, x: Tensor, position_bias: Tensor | None, key_padding_mask: Tensor | None) -> Tensor:
@@ -226,10 +229,10 @@ class BEATsAttention(nn.Module):
 class BEATsLayer(nn.Module):
     """A post-LN (deep-norm) or pre-LN transformer layer with BEATs' parameter names."""
 
-    def __init__(self, cfg: BEATsConfig, shared_bias: nn.Embedding | None) -> None:
+    def __init__(self, cfg: BEATsConfig, has_bias_table: bool) -> None:
         super().__init__()
         width = cfg.encoder_embed_dim
-        self.self_attn = BEATsAttention(cfg, shared_bias)
+        self.self_attn = BEATsAttention(cfg, has_bias_table)
         self.self_attn_layer_norm = nn.LayerNorm(width)
         self.fc1 = nn.Linear(width, cfg.encoder_ffn_embed_dim)
         self.fc2 = nn.Linear(cfg.encoder_ffn_embed_dim, width)
@@ -259,11 +262,18 @@ class BEATsTransformer(nn.Module):
         width = cfg.encoder_embed_dim
         self.pos_conv = PositionalConv(width, cfg.conv_pos, cfg.conv_pos_groups)
         self.layer_norm = nn.LayerNorm(width)
-        shared = nn.Embedding(cfg.num_buckets, cfg.encoder_attention_heads) if cfg.relative_position_embedding else None
-        self.layers = nn.ModuleList(BEATsLayer(cfg, shared) for _ in range(cfg.encoder_layers))
+        relative = cfg.relative_position_embedding
+        self.layers = nn.ModuleList(BEATsLayer(cfg, relative and i == 0) for i in range(cfg.encoder_layers))
         self.layer_norm_first = cfg.layer_norm_first
         self.num_buckets, self.max_distance = cfg.num_buckets, cfg.max_distance
         self.dropout = cfg.dropout
+        if relative:
+            self.register_state_dict_post_hook(_add_bias_copies)
+            self.register_load_state_dict_pre_hook(_drop_bias_copies)
+
+    def bias_copy_keys(self, prefix: str = "") -> list[str]:
+        """The official keys of layers 1.. that repeat layer 0's relative-bias table."""
+        return [f"{prefix}layers.{i}.{_BIAS_KEY}" for i in range(1, len(self.layers))]
 
     def position_bias(self, n: int, device: torch.device) -> Tensor | None:
         """``(H, N, N)`` bias from layer 0's ``relative_attention_bias`` (``None`` without relative positions)."""
@@ -287,6 +297,21 @@ class BEATsTransformer(nn.Module):
         if self.layer_norm_first:
             x = self.layer_norm(x)
         return x
+
+
+_BIAS_KEY = "self_attn.relative_attention_bias.weight"
+
+
+def _add_bias_copies(module: BEATsTransformer, state: dict[str, Any], prefix: str, local_metadata: Any) -> None:
+    table = state.get(f"{prefix}layers.0.{_BIAS_KEY}")
+    if table is not None:
+        for key in module.bias_copy_keys(prefix):
+            state[key] = table
+
+
+def _drop_bias_copies(module: BEATsTransformer, state: dict[str, Any], prefix: str, *args: Any) -> None:
+    for key in module.bias_copy_keys(prefix):
+        state.pop(key, None)
 
 
 class BEATsEncoder(AudioEncoder):
@@ -378,8 +403,8 @@ class BEATsEncoder(AudioEncoder):
             key = key.replace("pos_conv.0.parametrizations.weight.original1", "pos_conv.0.weight_v")
             renamed[key] = value
         own = self.state_dict()
-        shared = [k for k in own if k.endswith("self_attn.relative_attention_bias.weight") and not k.startswith("encoder.layers.0.")]
-        missing = sorted(k for k in own if k not in renamed and k not in shared)
+        copies = set(self.encoder.bias_copy_keys("encoder."))
+        missing = sorted(k for k in own if k not in renamed and k not in copies)
         unexpected = sorted(k for k in renamed if k not in own)
         if missing or unexpected:
             raise CrabzooError(
@@ -390,12 +415,6 @@ class BEATsEncoder(AudioEncoder):
         wrong = [f"{k}: {tuple(v.shape)} vs {tuple(own[k].shape)}" for k, v in renamed.items() if tuple(v.shape) != tuple(own[k].shape)]
         if wrong:
             raise CrabzooError(f"BEATs checkpoint {source} has wrong shapes (checkpoint vs model): {wrong[:10]}")
-        first = "encoder.layers.0.self_attn.relative_attention_bias.weight"
-        for k in shared:
-            renamed.pop(k, None)
-        if first in own:
-            for k in shared:
-                renamed[k] = renamed[first]
         self.load_state_dict(renamed, strict=True)
 
     def save_checkpoint(self, path: str | os.PathLike) -> None:
