@@ -54,7 +54,7 @@ def test_cache_dir_from_environment(tmp_path, monkeypatch):
 def test_corpus_from_directory_reads_every_string(tmp_path):
     (tmp_path / "ks").mkdir()
     (tmp_path / "ks" / "train.json").write_text(json.dumps([
-        {"instruction": "What action?", "output": "<answer>running</answer>", "n": 3,
+        {"instruction": "What action?", "output": "<answer>running</answer>", "n": 3, "video_path": "ks/v_1.mp4",
          "meta": {"options": ["a", "b"], "empty": ""}},
     ]))
     (tmp_path / "ks" / "test.json").write_text(json.dumps([{"instruction": "not read"}]))
@@ -63,14 +63,26 @@ def test_corpus_from_directory_reads_every_string(tmp_path):
         tokmod.corpus_from_directory(tmp_path / "missing")
 
 
-def test_empty_corpus_and_avsynth_without_corpus(tmp_path):
+def test_empty_corpus(tmp_path):
     with pytest.raises(CrabzooError, match="empty"):
         tokmod.train_tokenizer([], cache_dir=tmp_path)
-    from crabzoo.data import avsynth
 
-    if not hasattr(avsynth, "corpus_texts"):
-        with pytest.raises(CrabzooError, match="tokenizer_corpus"):
-            tokmod.avsynth_corpus(None)
+
+@pytest.mark.slow
+def test_avsynth_tokenizer_without_data_root(tmp_path, monkeypatch):
+    """``tokenizer: avsynth`` alone synthesises a small AVSynth set once; later calls load through the alias."""
+    monkeypatch.setenv("CRABZOO_CACHE", str(tmp_path))
+    first = tokmod.train_avsynth_tokenizer(vocab_size=512)
+    aliases = list((tmp_path / "tokenizers").glob("avsynth-*-512.txt"))
+    assert len(aliases) == 1
+    text = "<answer>bell</answer>"
+    assert first.decode(first(text, add_special_tokens=False)["input_ids"]) == text
+
+    def no_synthesis(*args, **kwargs):
+        raise AssertionError("synthesised again instead of using the cache")
+
+    monkeypatch.setattr(tokmod, "avsynth_corpus", no_synthesis)
+    assert tokmod.train_avsynth_tokenizer(vocab_size=512).get_vocab() == first.get_vocab()
 
 
 def test_backbone_tokenizer_avsynth_from_corpus_dir(corpus_dir):

@@ -102,10 +102,10 @@ def load_tokenizer(
     """Resolve the ``tokenizer`` argument of a backbone (see :class:`HFCausalLM`)."""
     from transformers import AutoTokenizer
 
-    from crabzoo.backbones.tokenizer import avsynth_corpus, corpus_from_directory, train_tokenizer
+    from crabzoo.backbones.tokenizer import corpus_from_directory, train_avsynth_tokenizer, train_tokenizer
 
     if tokenizer == "avsynth":
-        return train_tokenizer(avsynth_corpus(tokenizer_corpus), vocab_size=tokenizer_vocab_size)
+        return train_avsynth_tokenizer(tokenizer_vocab_size, tokenizer_corpus)
     if tokenizer is None and tokenizer_corpus is not None:
         return train_tokenizer(corpus_from_directory(tokenizer_corpus), vocab_size=tokenizer_vocab_size)
     source = tokenizer or name_or_path

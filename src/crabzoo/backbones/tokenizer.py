@@ -40,7 +40,7 @@ def corpus_from_directory(root: str | Path, split: str = "train") -> list[str]:
     """Every string value of every record of ``<root>/*/<split>.json`` (the AV-UIE layout).
 
     Records are JSON arrays of dicts; nested lists and dicts are walked, so instructions, targets, questions
-    and options all end up in the corpus. Files are read in sorted order so the corpus (and its hash) is stable.
+    and options all end up in the corpus; media file names (``*.mp4``, ``*.wav``, ``*.jpg``, ...) are skipped. Files are read in sorted order so the corpus (and its hash) is stable.
 
     Args:
         root: A data root with one folder per task (AV-UIE v2 or AVSynth).
@@ -62,9 +62,13 @@ def corpus_from_directory(root: str | Path, split: str = "train") -> list[str]:
     return texts
 
 
+MEDIA_SUFFIXES: tuple[str, ...] = (".mp4", ".avi", ".mkv", ".webm", ".wav", ".mp3", ".flac", ".jpg", ".jpeg", ".png")
+"""String values ending in these (media file names) are left out of the corpus."""
+
+
 def _strings(value: Any) -> Iterator[str]:
     if isinstance(value, str):
-        if value:
+        if value and not value.lower().endswith(MEDIA_SUFFIXES):
             yield value
     elif isinstance(value, dict):
         for item in value.values():
@@ -111,6 +115,11 @@ def train_tokenizer(
     """
     from transformers import PreTrainedTokenizerFast
 
+    return PreTrainedTokenizerFast.from_pretrained(str(_train_cached(texts, vocab_size, cache_dir, min_frequency)))
+
+
+def _train_cached(texts: Iterable[str], vocab_size: int, cache_dir: str | Path | None, min_frequency: int) -> Path:
+    """Train into the cache unless the entry exists; return the entry's directory."""
     key, corpus = corpus_key(texts, vocab_size, min_frequency)
     if not corpus:
         raise CrabzooError("train_tokenizer: the corpus is empty; give it the dataset's instructions and targets")
@@ -129,7 +138,7 @@ def train_tokenizer(
         finally:
             if tmp.exists():
                 shutil.rmtree(tmp, ignore_errors=True)
-    return PreTrainedTokenizerFast.from_pretrained(str(target))
+    return target
 
 
 def _train(corpus: list[str], vocab_size: int, min_frequency: int):
@@ -156,26 +165,52 @@ def _train(corpus: list[str], vocab_size: int, min_frequency: int):
     )
 
 
+AVSYNTH_CORPUS_CLIPS = 60
+"""Clips AVSynth synthesises (then deletes) to get its text when no data root is given."""
+
+
 def avsynth_corpus(corpus_dir: str | Path | None = None) -> list[str]:
     """The AVSynth text corpus.
 
-    Uses ``corpus_dir`` (a data root written by AVSynth or any AV-UIE root) when given; otherwise asks the
-    AVSynth package for its text (``crabzoo.data.avsynth.corpus_texts()``, the instruction templates, labels and
-    target templates it draws from).
-
-    Raises:
-        CrabzooError: When neither is available.
+    Uses ``corpus_dir`` (a data root written by AVSynth, or any AV-UIE root) when given. Otherwise, when the
+    AVSynth package provides ``crabzoo.data.avsynth.corpus_texts()``, its texts; else it synthesises a small
+    AVSynth dataset (:data:`AVSYNTH_CORPUS_CLIPS` clips, seed 0) in a temporary directory and reads its
+    ``*/train.json`` records.
     """
     if corpus_dir is not None:
         return corpus_from_directory(corpus_dir)
-    try:
-        from crabzoo.data import avsynth
-    except ImportError:
-        avsynth = None
+    from crabzoo.data import avsynth
+
     texts_fn = getattr(avsynth, "corpus_texts", None)
-    if texts_fn is None:
-        raise CrabzooError(
-            "tokenizer='avsynth' needs tokenizer_corpus: a data root (e.g. the output of `crabzoo data avsynth`) "
-            "whose */train.json records are read as the training corpus"
-        )
-    return list(texts_fn())
+    if texts_fn is not None:
+        return list(texts_fn())
+    with tempfile.TemporaryDirectory(prefix="crabzoo-avsynth-text-") as tmp:
+        manifest = avsynth.synthesize(tmp, clips=AVSYNTH_CORPUS_CLIPS, seed=0)
+        return corpus_from_directory(manifest.get("root", tmp))
+
+
+def train_avsynth_tokenizer(vocab_size: int = 1024, corpus_dir: str | Path | None = None):
+    """A tokenizer trained on the AVSynth text (see :func:`avsynth_corpus`), cached.
+
+    Without ``corpus_dir`` the synthesised corpus is deterministic, so an alias file in the cache
+    (``avsynth-v<writer version>-<clips>-<vocab>.txt``) names the trained directory and later calls skip the
+    synthesis altogether.
+    """
+    from transformers import PreTrainedTokenizerFast
+
+    if corpus_dir is not None:
+        return train_tokenizer(avsynth_corpus(corpus_dir), vocab_size=vocab_size)
+    from crabzoo.data.avsynth import writer
+
+    root = cache_root()
+    alias = root / f"avsynth-v{getattr(writer, 'VERSION', 0)}-{AVSYNTH_CORPUS_CLIPS}-{vocab_size}.txt"
+    if alias.is_file():
+        target = root / alias.read_text().strip()
+        if (target / "tokenizer.json").is_file():
+            return PreTrainedTokenizerFast.from_pretrained(str(target))
+    target = _train_cached(avsynth_corpus(None), vocab_size, root, 2)
+    fd, tmp = tempfile.mkstemp(dir=root, prefix=".alias-")
+    with os.fdopen(fd, "w") as fh:
+        fh.write(target.name)
+    os.replace(tmp, alias)
+    return PreTrainedTokenizerFast.from_pretrained(str(target))
