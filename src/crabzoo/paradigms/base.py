@@ -32,7 +32,7 @@ IGNORE_INDEX = -100
 STREAM_OF_KIND: dict[str, str] = {"video": "visual", "image": "visual", "audio": "audio"}
 """Which encoder stream feeds each placeholder kind."""
 
-MODULE_GROUPS = ("llm", "audio_encoder", "visual_encoder", "connector")
+MODULE_GROUPS = ("llm", "audio_encoder", "visual_encoder", "connector", "head")
 
 
 def _default_optimizer(params: Iterable[nn.Parameter]) -> torch.optim.Optimizer:
@@ -53,7 +53,7 @@ class AVLLM(L.LightningModule):
         visual_connector: Factory ``(in_dim, out_dim) -> Connector`` for the visual stream.
         adapter: Parameter-efficient adapter applied to the backbone/encoders (LoRA, I-LoRA, ...).
         train_groups: Module groups trained in full (``llm``, ``audio_encoder``, ``visual_encoder``,
-            ``connector``); all others are frozen.
+            ``connector``, ``head``); all others are frozen.
         optimizer: Optimizer factory applied to trainable parameters only.
         scheduler: Learning-rate scheduler factory; stepped every optimizer step.
         system_prompt: System turn of the chat (``None``: none).
@@ -120,6 +120,10 @@ class AVLLM(L.LightningModule):
         """Connector modules beyond the per-stream ones (fusion connectors, heads' projections)."""
         return []
 
+    def extra_heads(self) -> list[nn.Module]:
+        """Output heads beyond the LM head (module group ``head``, e.g. a mask decoder)."""
+        return []
+
     @staticmethod
     def _build_connector(
         factory: ConnectorFactory | None, encoder: nn.Module | None, width: int, stream: str
@@ -143,6 +147,8 @@ class AVLLM(L.LightningModule):
         connectors = [m for m in (self.audio_connector, self.visual_connector) if m is not None] + self.extra_connectors()
         if connectors:
             groups["connector"] = nn.ModuleList(connectors)
+        if self.extra_heads():
+            groups["head"] = nn.ModuleList(self.extra_heads())
         return groups
 
     def default_adapter_targets(self) -> dict[str, Sequence[str]]:
