@@ -18,9 +18,12 @@ import shutil
 import tempfile
 from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from crabzoo.errors import CrabzooError
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedTokenizerFast
 
 SPECIAL_TOKENS: tuple[str, ...] = ("<s>", "</s>", "<pad>", "<|im_start|>", "<|im_end|>")
 """Special tokens every locally trained tokenizer has (bos, eos, pad and the two ChatML turn markers)."""
@@ -97,7 +100,7 @@ def train_tokenizer(
     vocab_size: int = 1024,
     cache_dir: str | Path | None = None,
     min_frequency: int = 2,
-):
+) -> PreTrainedTokenizerFast:
     """Train (or load from the cache) a byte-level BPE tokenizer on ``texts``.
 
     The result round-trips any text (byte-level: no unknown token), has ``<s>`` as bos, ``</s>`` as eos and
@@ -141,7 +144,7 @@ def _train_cached(texts: Iterable[str], vocab_size: int, cache_dir: str | Path |
     return target
 
 
-def _train(corpus: list[str], vocab_size: int, min_frequency: int):
+def _train(corpus: list[str], vocab_size: int, min_frequency: int) -> PreTrainedTokenizerFast:
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 
@@ -189,7 +192,7 @@ def avsynth_corpus(corpus_dir: str | Path | None = None) -> list[str]:
         return corpus_from_directory(manifest.get("root", tmp))
 
 
-def train_avsynth_tokenizer(vocab_size: int = 1024, corpus_dir: str | Path | None = None):
+def train_avsynth_tokenizer(vocab_size: int = 1024, corpus_dir: str | Path | None = None) -> PreTrainedTokenizerFast:
     """A tokenizer trained on the AVSynth text (see :func:`avsynth_corpus`), cached.
 
     Without ``corpus_dir`` the synthesised corpus is deterministic, so an alias file in the cache
