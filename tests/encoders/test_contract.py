@@ -101,3 +101,16 @@ def test_gradients_flow_when_unfrozen(case) -> None:
     finally:
         enc.zero_grad(set_to_none=True)
         enc.requires_grad_(False)
+
+
+def test_bfloat16_weights(case) -> None:
+    import copy
+
+    enc, modality, n, d = case
+    x = enc.preprocess(clip_of(modality, 2)).unsqueeze(0)  # float32 inputs are cast to the weights' dtype
+    reference = enc(x).tokens
+    half = copy.deepcopy(enc).to(torch.bfloat16)
+    tokens = half(x).tokens
+    assert tokens.dtype == torch.bfloat16 and tokens.shape == (1, 2, n, d)
+    rel = (tokens.float() - reference).norm() / reference.norm()
+    assert rel < 0.1

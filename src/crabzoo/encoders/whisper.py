@@ -146,7 +146,7 @@ class WhisperAudioEncoder(AudioEncoder):
         """``(n, M, F)`` mel with ``F <= k * window`` -> ``(n, ceil(F / 2), D)`` tokens over ``k`` windows."""
         n, m, frames = mel.shape
         k = max(1, math.ceil(frames / self.window_frames))
-        silence = mel.amax(dim=(1, 2), keepdim=True) - 2.0
+        silence = mel[..., (k - 1) * self.window_frames :].amax(dim=(1, 2), keepdim=True) - 2.0  # the last window's
         padded = torch.cat([mel, silence.expand(n, m, k * self.window_frames - frames)], dim=-1)
         windows = padded.view(n, m, k, self.window_frames).permute(0, 2, 1, 3).reshape(n * k, m, self.window_frames)
         dtype = self.whisper.conv1.weight.dtype
