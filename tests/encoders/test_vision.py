@@ -63,7 +63,7 @@ def test_hf_clip_save_and_reload(tmp_path) -> None:
     assert len(hidden) == 4
     assert torch.allclose(feats.tokens[0], hidden[3][:, 1:]) and torch.allclose(feats.extra_layers[0][0], hidden[0][:, 1:])
     enc.save_pretrained(str(tmp_path / "clip"))
-    reloaded = HFClipEncoder(str(tmp_path / "clip"), layers=[0, 2, -1])
+    reloaded = HFClipEncoder.from_pretrained(str(tmp_path / "clip"), layers=[0, 2, -1])
     assert torch.equal(reloaded(x).tokens, feats.tokens)
 
 

@@ -15,7 +15,7 @@ from .conftest import TINY_WHISPER, audio_clip
 def test_from_pretrained_folder_matches_transformers(whisper_dir) -> None:
     from transformers import WhisperFeatureExtractor, WhisperModel
 
-    enc = WhisperAudioEncoder(str(whisper_dir))
+    enc = WhisperAudioEncoder.from_pretrained(str(whisper_dir))
     clip = audio_clip(3)
     feats = enc(enc.preprocess(clip).unsqueeze(0))
     assert feats.tokens.shape == (1, 3, 50, 32)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from torch import Tensor, nn
 
@@ -130,6 +130,11 @@ class HFClipEncoder(FrameEncoder):
         cfg = self.clip.config
         mean, std = _processor_stats(model)
         self._setup(layers, cfg.num_hidden_layers, image_size or cfg.image_size, mean, std, cfg.hidden_size, freeze)
+
+    @classmethod
+    def from_pretrained(cls, name_or_dir: str, **kwargs: Any) -> HFClipEncoder:
+        """Load a hub id or a ``save_pretrained`` folder (a full CLIP checkpoint or a vision-only one)."""
+        return cls(model=name_or_dir, **kwargs)
 
     @property
     def block_cls(self) -> type[nn.Module]:

@@ -95,6 +95,11 @@ class WhisperAudioEncoder(AudioEncoder):
             self.requires_grad_(False)
         self.eval()
 
+    @classmethod
+    def from_pretrained(cls, name_or_dir: str, **kwargs: Any) -> WhisperAudioEncoder:
+        """Load a hub id or a ``save_pretrained`` folder (model + ``preprocessor_config.json``)."""
+        return cls(model=name_or_dir, **kwargs)
+
     @staticmethod
     def feature_extractor_for(config: Any) -> Any:
         """A ``WhisperFeatureExtractor`` matching a config's mel bins and window (for random models)."""
