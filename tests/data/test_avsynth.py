@@ -173,3 +173,18 @@ def test_masks_cover_the_drawn_sounding_object(avsynth_root: Path) -> None:
         mask_path = avsynth_root / "AVUIE_2" / "ref_avs" / truth["mask"]
         assert loader.read_mask(mask_path).any() == truth["exists"]
         assert (sample.record["split"] == "test_n") == (not truth["exists"])
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("knobs", [
+    {"duration": 4, "fps": 3, "max_objects": 1, "size": 16, "noise": 1.0, "distractor_rate": 1.0, "motion": 0.0},
+    {"duration": 12, "fps": 4, "max_objects": 3, "size": 96, "noise": 0.0, "distractor_rate": 0.0, "motion": 1.0},
+])
+def test_extreme_knobs_give_a_valid_dataset(tmp_path: Path, knobs: dict) -> None:
+    from crabzoo.data.avuie import check_media
+
+    out = synthesize(tmp_path, 15, seed=2, soundtrack=False, **knobs)
+    for task in AVSYNTH_TASKS:
+        for split in ("train", "test"):
+            result = read_split(out["root"], task, split, strict=True)
+            assert result.samples and check_media(result.samples) == []

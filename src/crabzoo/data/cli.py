@@ -140,7 +140,7 @@ def _sheet(sample: Any, loader: Any, out: Path) -> None:
             images.append((loader.read_image(path), mask, Path(path).name))
         else:
             frames, times = loader.read_video_frames(path, num_frames=4)
-            images += [(f, None, f"{Path(path).name} t={t:.1f}s") for f, t in zip(frames, times)]
+            images += [(f, None, f"t={t:.1f}s") for f, t in zip(frames, times)]
     images = images[:5]
     wave = loader.read_audio(sample.audio[0]) if sample.audio else np.zeros(16000, np.float32)
     n = len(images)
@@ -175,7 +175,7 @@ def _sheet(sample: Any, loader: Any, out: Path) -> None:
     from PIL import Image
 
     with Image.open(out) as img:  # palette PNGs keep the sheets small enough for the docs
-        small = img.convert("RGB").quantize(colors=96)
+        small = img.convert("RGB").quantize(colors=48)
     small.save(out, optimize=True)
 
 

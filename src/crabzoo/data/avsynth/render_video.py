@@ -124,6 +124,8 @@ def render_frames(scene: Scene, size: int, times: Sequence[float]) -> tuple[np.n
     frames = np.empty((len(times), size, size, 3), dtype=np.uint8)
     masks = np.zeros((len(times), n_masks, size, size), dtype=bool)
     texture = rng.normal(0.0, 1.0, (size, size, 1))
+    xi, yi = xs.astype(int), ys.astype(int)
+    gains = {obj.cat.texture: texture_gain(obj.cat.texture, xi, yi) for obj in scene.objects}
     for i, t in enumerate(times):
         second = min(int(math.floor(t + 1e-9)), scene.duration - 1)
         canvas = np.broadcast_to(BACKGROUND, (size, size, 3)).copy()
@@ -137,7 +139,7 @@ def render_frames(scene: Scene, size: int, times: Sequence[float]) -> tuple[np.n
             if not m.any():
                 continue
             colour = np.array(COLOURS[obj.cat.colour], dtype=np.float64)
-            gain = texture_gain(obj.cat.texture, xs.astype(int), ys.astype(int))[m]
+            gain = gains[obj.cat.texture][m]
             canvas[m] = colour[None, :] * gain[:, None]
             masks[i, k] = m
         if scene.face is not None:
@@ -173,7 +175,7 @@ def write_video(path: Path, frames: np.ndarray, fps: int, audio: np.ndarray | No
         astream = None
         if audio is not None:
             acodec = "libmp3lame" if fmt == "avi" else "aac"
-            opts = {"aac_coder": "fast"} if acodec == "aac" else {}
+            opts = {"aac_coder": "fast", "aac_pns": "0", "aac_tns": "0"} if acodec == "aac" else {}
             astream = container.add_stream(acodec, rate=int(sample_rate), layout="mono", options=opts)
             astream.bit_rate = 48000
             astream.thread_count = 1

@@ -132,23 +132,18 @@ def _flags(duration: int, spans: list[tuple[int, int]]) -> list[bool]:
 
 
 def random_spans(rng: np.random.Generator, duration: int, max_spans: int = 2, min_len: int = 2) -> list[tuple[int, int]]:
-    """1..max_spans disjoint, non-touching spans of at least ``min_len`` seconds."""
+    """1..max_spans disjoint, non-touching spans of at least ``min_len`` seconds inside ``[0, duration]``."""
     want = int(rng.integers(1, max_spans + 1))
+    while want > 1 and want * min_len + (want - 1) > duration:
+        want -= 1
+    slack = duration - want * min_len - (want - 1)
+    parts = rng.multinomial(max(slack, 0), np.full(2 * want + 1, 1.0 / (2 * want + 1)))
     spans: list[tuple[int, int]] = []
-    cursor = 0
+    cursor = int(parts[0])
     for k in range(want):
-        room = duration - cursor - min_len - (want - k - 1) * (min_len + 1)
-        if room < 0:
-            break
-        s = cursor + int(rng.integers(0, room + 1)) if k == 0 else cursor + 1 + int(rng.integers(0, max(room, 0) + 1))
-        s = min(s, duration - min_len)
-        e_max = duration - (want - k - 1) * (min_len + 1)
-        e = int(rng.integers(s + min_len, max(s + min_len, e_max) + 1))
-        e = min(e, duration)
-        spans.append((s, e))
-        cursor = e
-        if cursor >= duration - min_len:
-            break
+        length = min_len + int(parts[1 + 2 * k])
+        spans.append((cursor, cursor + length))
+        cursor += length + 1 + int(parts[2 + 2 * k])
     return spans
 
 
@@ -250,7 +245,7 @@ def qa_scene(rng: np.random.Generator, knobs: Knobs, duration: int, seed: int) -
     slots = _slots(rng, k)
     gains = [0.0, -8.0, -16.0]
     order = rng.permutation(3)
-    onsets = sorted(int(v) for v in rng.choice(np.arange(0, duration - 3), size=k, replace=False))
+    onsets = sorted(int(v) for v in rng.choice(np.arange(0, max(duration - 3, k)), size=k, replace=False))
     onsets = [onsets[i] for i in rng.permutation(k)]
     objects = []
     for i in range(k):
