@@ -98,6 +98,7 @@ def test_forward_multimodal_uses_media_and_batches(omni, media):
     assert (ls - la).abs().max() > 1e-4  # the audio reaches the logits
 
 
+@pytest.mark.slow
 def test_generate_multimodal_left_padded_batch(omni, media):
     a = omni.prepare([AV_USER], audio=[media["audio3"]], videos=[media["video"]], add_generation_prompt=True)
     c = omni.prepare([SYSTEM, AV_USER], audio=[media["audio2"]], videos=[media["video"]], add_generation_prompt=True)
