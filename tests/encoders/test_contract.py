@@ -114,3 +114,24 @@ def test_bfloat16_weights(case) -> None:
     assert tokens.dtype == torch.bfloat16 and tokens.shape == (1, 2, n, d)
     rel = (tokens.float() - reference).norm() / reference.norm()
     assert rel < 0.1
+
+
+def test_accepts_the_collators_batch(case) -> None:
+    from crabzoo.data.collate import Processor
+
+    enc, modality, n, d = case
+    items = []
+    for i, t in enumerate((3, 1)):
+        clip = clip_of(modality, t, seed=i)
+        times = clip.starts if modality == "audio" else clip.timestamps
+        items.append({
+            "id": str(i), "task": "ave", "truth": {}, "meta": {}, "prompt_ids": torch.ones(2, dtype=torch.long),
+            "target_ids": torch.ones(1, dtype=torch.long),
+            "media": {modality: {"inputs": enc.preprocess(clip), "timestamps": torch.as_tensor(times, dtype=torch.float32)}},
+        })  # fmt: skip
+    media = Processor.collate(items)["media"][modality]
+    feats = enc(media["inputs"], media["timestamps"], media["mask"])
+    assert feats.tokens.shape == (2, 3, n, d)
+    assert feats.mask.tolist() == [[True, True, True], [True, False, False]]
+    assert torch.equal(feats.timestamps, media["timestamps"])
+    assert torch.allclose(feats.tokens[1, 0], enc(items[1]["media"][modality]["inputs"].unsqueeze(0)).tokens[0, 0], atol=1e-5)
