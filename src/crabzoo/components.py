@@ -51,9 +51,9 @@ class Component:
     summary: str
 
 
-def _scan_sources(root: Path) -> dict[str, tuple[str, list[str], str, bool]]:
-    """Class name -> (import path, base names, first docstring line, is abstract) for crabzoo's sources."""
-    classes: dict[str, tuple[str, list[str], str, bool]] = {}
+def _scan_sources(root: Path) -> dict[str, tuple[str, list[str], str, bool, bool]]:
+    """Class name -> (import path, base names, first docstring line, is abstract, assigns ``name``) for crabzoo's sources."""
+    classes: dict[str, tuple[str, list[str], str, bool, bool]] = {}
     for file in sorted(root.rglob("*.py")):
         module = "crabzoo." + ".".join(file.relative_to(root).with_suffix("").parts)
         module = module.removesuffix(".__init__")
@@ -62,21 +62,23 @@ def _scan_sources(root: Path) -> dict[str, tuple[str, list[str], str, bool]]:
         except (SyntaxError, UnicodeDecodeError):
             continue
         for node in tree.body:
-            if not isinstance(node, ast.ClassDef) or node.name.startswith("_"):
+            if not isinstance(node, ast.ClassDef):
                 continue
             bases = [b.id if isinstance(b, ast.Name) else b.attr if isinstance(b, ast.Attribute) else "" for b in node.bases]
             doc = (ast.get_docstring(node) or "").strip().splitlines()
-            abstract = "ABC" in bases or any(
+            names = {t.id for item in node.body if isinstance(item, (ast.Assign, ast.AnnAssign))
+                     for t in (item.targets if isinstance(item, ast.Assign) else [item.target]) if isinstance(t, ast.Name)}
+            abstract = "ABC" in bases or node.name.startswith(("Base", "_")) or any(
                 isinstance(d, ast.Name) and d.id == "abstractmethod"
                 for item in node.body
                 if isinstance(item, (ast.FunctionDef, ast.AsyncFunctionDef))
                 for d in item.decorator_list
             )
-            classes.setdefault(node.name, (f"{module}.{node.name}", bases, doc[0] if doc else "", abstract))
+            classes.setdefault(node.name, (f"{module}.{node.name}", bases, doc[0] if doc else "", abstract, "name" in names))
     return classes
 
 
-def _role_of(name: str, classes: dict[str, tuple[str, list[str], str, bool]], seen: frozenset = frozenset()) -> str | None:
+def _role_of(name: str, classes: dict[str, tuple[str, list[str], str, bool, bool]], seen: frozenset = frozenset()) -> str | None:
     if name in seen or name not in classes:
         return None
     for role, roots in ROLES.items():
@@ -97,8 +99,10 @@ def builtin_components() -> list[Component]:
     root = Path(__file__).parent
     classes = _scan_sources(root)
     found = []
-    for name, (path, _, summary, abstract) in classes.items():
+    for name, (path, _, summary, abstract, named) in classes.items():
         role = _role_of(name, classes)
+        if role == "tasks" and not named:  # task families without a folder name are shared bases
+            continue
         is_contract = any(name in roots for roots in ROLES.values()) and name not in CONCRETE_ROOTS
         if role and not abstract and not is_contract:
             found.append(Component(role, path, summary))

@@ -30,23 +30,14 @@ def atomic_write_text(path: str | Path, text: str) -> None:
         raise
 
 
-def _chance(task_name: str) -> dict[str, float]:
-    from crabzoo.tasks import get_task
-
-    task = get_task(task_name)
-    chance = getattr(task, "chance", None)
-    value = chance() if callable(chance) else chance
-    return dict(value or {})
-
-
-def build_rows(results: dict[str, dict[str, float]]) -> list[dict[str, Any]]:
-    """One row per (task, metric) with the chance level and parse counts."""
+def build_rows(results: dict[str, dict[str, float]], chance: dict[str, dict[str, float]] | None = None) -> list[dict[str, Any]]:
+    """One row per (task, metric) with the chance level (of the evaluated set) and parse counts."""
     from crabzoo.tasks import get_task
 
     rows = []
     for task, values in sorted(results.items()):
         group = getattr(get_task(task), "group", "")
-        chance = _chance(task)
+        task_chance = (chance or {}).get(task, {})
         n_total, n_parsed = values.get("n_total"), values.get("n_parsed")
         for key, value in values.items():
             if key in ("n_total", "n_parsed"):
@@ -57,7 +48,7 @@ def build_rows(results: dict[str, dict[str, float]]) -> list[dict[str, Any]]:
                     "group": group,
                     "metric": key,
                     "value": value,
-                    "chance": chance.get(key),
+                    "chance": task_chance.get(key),
                     "n_parsed": n_parsed,
                     "n_total": n_total,
                 }
@@ -98,7 +89,7 @@ class ReportCallback(L.Callback):
         results = getattr(module, "results", None)
         if not self.enabled or not results or not trainer.is_global_zero:
             return
-        rows = build_rows(results)
+        rows = build_rows(results, getattr(module, "chance", None))
         run_dir = Path(trainer.log_dir or trainer.default_root_dir)
         table = markdown_table(rows)
         payload = {"stage": stage, "global_step": trainer.global_step, "results": results, "rows": rows}

@@ -108,6 +108,8 @@ class AVLLM(L.LightningModule):
         self.task_names: list[str] = list(task_names or [])
         self.val_metrics = nn.ModuleDict()
         self.results: dict[str, dict[str, float]] = {}
+        self.chance: dict[str, dict[str, float]] = {}
+        self._truths: dict[str, list[dict[str, Any]]] = defaultdict(list)
         self._freeze()
         if adapter is not None:
             adapter.apply(self.module_groups(), self.default_adapter_targets())
@@ -350,6 +352,7 @@ class AVLLM(L.LightningModule):
             if task not in self.val_metrics:
                 self.val_metrics[task] = get_task(task).make_metric().to(self.device)
             self.val_metrics[task].update(preds, truths)
+            self._truths[task].extend(truths)
 
     def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
         self._eval_step(batch, "val")
@@ -362,6 +365,8 @@ class AVLLM(L.LightningModule):
         return [{"id": i, "task": t, "prediction": p} for i, t, p in zip(batch["ids"], batch["tasks"], texts)]
 
     def _compute_metrics(self, prefix: str) -> None:
+        from crabzoo.tasks import get_task
+
         results: dict[str, dict[str, float]] = {}
         for task, metric in self.val_metrics.items():
             if not getattr(metric, "update_called", True):
@@ -371,6 +376,7 @@ class AVLLM(L.LightningModule):
             for key, value in results[task].items():
                 self.log(f"{prefix}/{task}/{key}", value, sync_dist=False)
             metric.reset()
+            self.chance[task] = dict(get_task(task).chance(self._truths.pop(task, [])) or {})
         if results:
             self.results = results
 
