@@ -181,9 +181,13 @@ def test_gated_relative_attention_matches_official_formulation() -> None:
     attn = model.encoder.layers[1].self_attn
     torch.manual_seed(2)
     x = torch.randn(2, 48, 64)
-    bias = model.encoder.position_bias(48, x.device)
+    bias = model.encoder.layers[0].self_attn.position_bias(48, x.device)
     assert bias.shape == (4, 48, 48)
-    assert torch.allclose(attn(x, bias, None), official_attention(attn, x, bias), atol=1e-5)
+    out, passed_on = attn(x, bias, None)
+    assert passed_on is bias  # every layer hands the un-gated layer-0 bias to the next
+    assert torch.allclose(out, official_attention(attn, x, bias), atol=1e-5)
+    first_out, computed = model.encoder.layers[0].self_attn(x, None, None)
+    assert torch.equal(computed, bias)
 
 
 def test_weight_norm_conv_matches_torch_weight_norm() -> None:

@@ -202,10 +202,22 @@ class BEATsAttention(nn.Module):
             self.grep_a = nn.Parameter(torch.ones(1, heads, 1, 1))
         if has_bias_table:
             self.relative_attention_bias = nn.Embedding(cfg.num_buckets, heads)
+        self.num_buckets, self.max_distance = cfg.num_buckets, cfg.max_distance
         self.dropout = cfg.attention_dropout
 
-    def forward(self, x: Tensor, position_bias: Tensor | None, key_padding_mask: Tensor | None) -> Tensor:
+    def position_bias(self, n: int, device: torch.device) -> Tensor:
+        """``(H, N, N)`` un-gated bias looked up in this layer's ``relative_attention_bias`` table."""
+        pos = torch.arange(n, device=device)
+        buckets = relative_position_bucket(pos[None, :] - pos[:, None], self.num_buckets, self.max_distance)
+        return self.relative_attention_bias(buckets).permute(2, 0, 1)
+
+    def forward(
+        self, x: Tensor, position_bias: Tensor | None, key_padding_mask: Tensor | None
+    ) -> tuple[Tensor, Tensor | None]:
+        """Attention output and the un-gated bias (computed here when this layer owns the table)."""
         b, n, _ = x.shape
+        if position_bias is None and hasattr(self, "relative_attention_bias"):
+            position_bias = self.position_bias(n, x.device)
         q = self.q_proj(x).view(b, n, self.num_heads, self.head_dim).transpose(1, 2)
         k = self.k_proj(x).view(b, n, self.num_heads, self.head_dim).transpose(1, 2)
         v = self.v_proj(x).view(b, n, self.num_heads, self.head_dim).transpose(1, 2)
@@ -223,7 +235,7 @@ class BEATsAttention(nn.Module):
             bias = pad if bias is None else bias + pad
         dropout = self.dropout if self.training else 0.0
         out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias, dropout_p=dropout)
-        return self.out_proj(out.transpose(1, 2).reshape(b, n, -1))
+        return self.out_proj(out.transpose(1, 2).reshape(b, n, -1)), position_bias
 
 
 class BEATsLayer(nn.Module):
@@ -245,13 +257,17 @@ class BEATsLayer(nn.Module):
         h = F.dropout(_gelu_fp32(self.fc1(x)), self.activation_dropout, self.training)
         return F.dropout(self.fc2(h), self.dropout, self.training)
 
-    def forward(self, x: Tensor, position_bias: Tensor | None, key_padding_mask: Tensor | None) -> Tensor:
+    def forward(
+        self, x: Tensor, position_bias: Tensor | None, key_padding_mask: Tensor | None
+    ) -> tuple[Tensor, Tensor | None]:
+        """The layer output and the relative bias for the next layer (layer 0 computes it from its table)."""
         if self.layer_norm_first:
-            x = x + F.dropout(self.self_attn(self.self_attn_layer_norm(x), position_bias, key_padding_mask), self.dropout, self.training)
-            return x + self._ffn(self.final_layer_norm(x))
-        attn = F.dropout(self.self_attn(x, position_bias, key_padding_mask), self.dropout, self.training)
-        x = self.self_attn_layer_norm(self.alpha * x + attn)
-        return self.final_layer_norm(self.alpha * x + self._ffn(x))
+            attn, position_bias = self.self_attn(self.self_attn_layer_norm(x), position_bias, key_padding_mask)
+            x = x + F.dropout(attn, self.dropout, self.training)
+            return x + self._ffn(self.final_layer_norm(x)), position_bias
+        attn, position_bias = self.self_attn(x, position_bias, key_padding_mask)
+        x = self.self_attn_layer_norm(self.alpha * x + F.dropout(attn, self.dropout, self.training))
+        return self.final_layer_norm(self.alpha * x + self._ffn(x)), position_bias
 
 
 class BEATsTransformer(nn.Module):
@@ -265,7 +281,6 @@ class BEATsTransformer(nn.Module):
         relative = cfg.relative_position_embedding
         self.layers = nn.ModuleList(BEATsLayer(cfg, relative and i == 0) for i in range(cfg.encoder_layers))
         self.layer_norm_first = cfg.layer_norm_first
-        self.num_buckets, self.max_distance = cfg.num_buckets, cfg.max_distance
         self.dropout = cfg.dropout
         if relative:
             self.register_state_dict_post_hook(_add_bias_copies)
@@ -275,15 +290,6 @@ class BEATsTransformer(nn.Module):
         """The official keys of layers 1.. that repeat layer 0's relative-bias table."""
         return [f"{prefix}layers.{i}.{_BIAS_KEY}" for i in range(1, len(self.layers))]
 
-    def position_bias(self, n: int, device: torch.device) -> Tensor | None:
-        """``(H, N, N)`` bias from layer 0's ``relative_attention_bias`` (``None`` without relative positions)."""
-        table = getattr(self.layers[0].self_attn, "relative_attention_bias", None)
-        if table is None:
-            return None
-        pos = torch.arange(n, device=device)
-        buckets = relative_position_bucket(pos[None, :] - pos[:, None], self.num_buckets, self.max_distance)
-        return table(buckets).permute(2, 0, 1)
-
     def forward(self, x: Tensor, padding_mask: Tensor | None = None) -> Tensor:
         if padding_mask is not None:
             x = x.masked_fill(padding_mask.unsqueeze(-1), 0.0)
@@ -291,9 +297,9 @@ class BEATsTransformer(nn.Module):
         if not self.layer_norm_first:
             x = self.layer_norm(x)
         x = F.dropout(x, self.dropout, self.training)
-        bias = self.position_bias(x.shape[1], x.device)
+        bias = None  # layer 0 computes it inside its own forward (its FSDP unit owns the table)
         for layer in self.layers:
-            x = layer(x, bias, padding_mask)
+            x, bias = layer(x, bias, padding_mask)
         if self.layer_norm_first:
             x = self.layer_norm(x)
         return x
