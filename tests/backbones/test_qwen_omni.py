@@ -128,6 +128,10 @@ def test_groups_targets_and_layer_classes(omni):
     assert classes == {"llm": "Qwen2_5OmniDecoderLayer", "audio_encoder": "Qwen2_5OmniAudioEncoderLayer",
                        "visual_encoder": "Qwen2_5OmniVisionBlock"}
     assert not any(p.requires_grad for p in omni.parameters())  # frozen as built
+    omni.gradient_checkpointing(True)
+    assert omni.language_model.gradient_checkpointing and omni.audio_encoder.gradient_checkpointing
+    omni.gradient_checkpointing(False)
+    assert not omni.thinker.is_activation_checkpointing
 
 
 def test_multimodal_round_trip(omni, media, tmp_path):

@@ -93,6 +93,23 @@ def atomic_save_dir(directory: str | Path, write) -> None:
             shutil.rmtree(old, ignore_errors=True)
 
 
+def set_activation_checkpointing(model, enable: bool) -> None:
+    """Switch non-reentrant activation checkpointing of a ``transformers`` model on or off.
+
+    ``transformers`` 5.x names it ``activation_checkpointing_*`` (the ``gradient_checkpointing_*`` names are
+    deprecated); older versions only have the latter.
+    """
+    if hasattr(model, "activation_checkpointing_enable"):
+        if enable:
+            model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+        else:
+            model.activation_checkpointing_disable()
+    elif enable:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    else:
+        model.gradient_checkpointing_disable()
+
+
 def load_tokenizer(
     tokenizer: str | None,
     name_or_path: str | None,
@@ -340,10 +357,7 @@ class HFCausalLM(Backbone):
 
     def gradient_checkpointing(self, enable: bool = True) -> None:
         """Switch activation checkpointing of the decoder layers on or off."""
-        if enable:
-            self.model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-        else:
-            self.model.gradient_checkpointing_disable()
+        set_activation_checkpointing(self.model, enable)
 
     def save_pretrained(self, directory: str | Path) -> None:
         def write(tmp: Path) -> None:

@@ -31,6 +31,7 @@ from crabzoo.backbones.hf_causal_lm import (
     load_tokenizer,
     placeholder_tokens,
     resolve_dtype,
+    set_activation_checkpointing,
 )
 from crabzoo.errors import CrabzooError
 
@@ -298,10 +299,7 @@ class QwenOmniThinker(Backbone):
 
     def gradient_checkpointing(self, enable: bool = True) -> None:
         """Switch activation checkpointing of all three towers on or off."""
-        if enable:
-            self.thinker.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-        else:
-            self.thinker.gradient_checkpointing_disable()
+        set_activation_checkpointing(self.thinker, enable)
 
     # ------------------------------------------------------------------ text-only contract
     def render(self, messages: list[dict[str, Any]], add_generation_prompt: bool) -> str:
