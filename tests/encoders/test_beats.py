@@ -127,6 +127,9 @@ def test_key_mismatch_is_a_clear_error(tmp_path) -> None:
         BEATsEncoder.from_checkpoint(tmp_path / "bad.pt")
     with pytest.raises(CrabzooError, match="does not exist"):
         BEATsEncoder.from_checkpoint(tmp_path / "missing.pt")
+    torch.save({"cfg": model.cfg, "model": state}, tmp_path / "pickled.pt")  # a dataclass needs full unpickling
+    with pytest.raises(CrabzooError, match="weights_only=True"):
+        BEATsEncoder.from_checkpoint(tmp_path / "pickled.pt")
     torch.save({"model": state}, tmp_path / "nocfg.pt")
     with pytest.raises(CrabzooError, match="'cfg' and 'model'"):
         BEATsEncoder.from_checkpoint(tmp_path / "nocfg.pt")

@@ -517,7 +517,11 @@ def _load_blob(path: str | os.PathLike) -> dict[str, Any]:
     try:
         blob = torch.load(file, map_location="cpu", weights_only=True)
     except Exception as err:  # noqa: BLE001 - torch raises several types for unreadable files
-        raise CrabzooError(f"BEATs checkpoint {file} cannot be read with torch.load(weights_only=True): {err}") from err
+        raise CrabzooError(
+            f"BEATs checkpoint {file} cannot be read with torch.load(weights_only=True) ({str(err)[:200]}); the official "
+            "files hold only tensors, dicts, numbers and strings: if this one holds other objects, re-save its 'cfg' as "
+            "a plain dict and its 'model' state dict with torch.save in an environment you trust"
+        ) from err
     if not isinstance(blob, dict) or "cfg" not in blob or "model" not in blob:
         keys = sorted(blob) if isinstance(blob, dict) else type(blob).__name__
         raise CrabzooError(f"BEATs checkpoint {file} must be a dict with 'cfg' and 'model' (found {keys})")
