@@ -138,7 +138,9 @@ def load_tokenizer(
             return PreTrainedTokenizerFast.from_pretrained(source)
         return AutoTokenizer.from_pretrained(source)
     except (OSError, ValueError) as err:
-        raise CrabzooError(f"tokenizer {source!r} could not be loaded ({err}); give a local tokenizer directory") from err
+        raise CrabzooError(
+            f"tokenizer {source!r} could not be loaded ({err}); give a local tokenizer directory"
+        ) from err
 
 
 def _generic_tokenizer(source: str) -> bool:
@@ -312,7 +314,9 @@ class HFCausalLM(Backbone):
         return text[text.rindex(marker) + len(marker) :]
 
     def render(self, messages: list[dict[str, str]], add_generation_prompt: bool) -> str:
-        return self._tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=add_generation_prompt)
+        return self._tokenizer.apply_chat_template(
+            messages, tokenize=False, add_generation_prompt=add_generation_prompt
+        )
 
     def embed(self, input_ids: Tensor) -> Tensor:
         return self.model.get_input_embeddings()(input_ids)

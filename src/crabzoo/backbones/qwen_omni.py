@@ -304,7 +304,9 @@ class QwenOmniThinker(Backbone):
     # ------------------------------------------------------------------ text-only contract
     def render(self, messages: list[dict[str, Any]], add_generation_prompt: bool) -> str:
         """Render with the Omni template; ``content`` may be a string or a list of ``{"type": ...}`` items."""
-        return self._tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=add_generation_prompt)
+        return self._tokenizer.apply_chat_template(
+            messages, tokenize=False, add_generation_prompt=add_generation_prompt
+        )
 
     @property
     def generation_prompt(self) -> str:
@@ -464,7 +466,7 @@ class QwenOmniThinker(Backbone):
 
     @torch.no_grad()
     def generate_multimodal(self, max_new_tokens: int, **inputs: Tensor) -> Tensor:
-        """Greedy continuation of left-padded :meth:`collate` outputs; returns only the new token ids ``(B, <= max)``."""
+        """Greedy continuation of left-padded :meth:`collate` outputs; returns only the new ids ``(B, <= max)``."""
         inputs = {k: v for k, v in inputs.items() if k != "labels"}
         self.thinker.model.rope_deltas = None
         prompt_length = inputs["input_ids"].shape[1]

@@ -43,7 +43,8 @@ def corpus_from_directory(root: str | Path, split: str = "train") -> list[str]:
     """Every string value of every record of ``<root>/*/<split>.json`` (the AV-UIE layout).
 
     Records are JSON arrays of dicts; nested lists and dicts are walked, so instructions, targets, questions
-    and options all end up in the corpus; media file names (``*.mp4``, ``*.wav``, ``*.jpg``, ...) are skipped. Files are read in sorted order so the corpus (and its hash) is stable.
+    and options all end up in the corpus; media file names (``*.mp4``, ``*.wav``, ``*.jpg``, ...) are skipped.
+    Files are read in sorted order so the corpus (and its hash) is stable.
 
     Args:
         root: A data root with one folder per task (AV-UIE v2 or AVSynth).
