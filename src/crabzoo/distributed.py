@@ -386,3 +386,35 @@ class RNGCheckpoint(L.Callback):
         torch.set_rng_state(state["torch"])
         if "cuda" in state and torch.cuda.is_available():
             torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def _layer_wrap_policy_base() -> type:
+    from torch.distributed.fsdp.wrap import ModuleWrapPolicy
+
+    return ModuleWrapPolicy
+
+
+class LayerWrapPolicy(_layer_wrap_policy_base()):
+    """FSDP1 auto-wrap policy from class import paths, so that YAML can name the layers to wrap.
+
+    Example (``trainer.strategy.init_args.auto_wrap_policy``)::
+
+        class_path: crabzoo.distributed.LayerWrapPolicy
+        init_args:
+          layers: [transformers.models.llama.modeling_llama.LlamaDecoderLayer]
+
+    Args:
+        layers: Import paths of the module classes that become FSDP units.
+    """
+
+    def __init__(self, layers: list[str]) -> None:
+        import importlib
+
+        classes = set()
+        for path in layers:
+            module_name, _, name = path.rpartition(".")
+            try:
+                classes.add(getattr(importlib.import_module(module_name), name))
+            except (ImportError, AttributeError) as err:
+                raise CrabzooError(f"LayerWrapPolicy: cannot import {path!r} ({err})") from None
+        super().__init__(classes)
