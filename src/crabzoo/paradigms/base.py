@@ -154,8 +154,13 @@ class AVLLM(L.LightningModule):
         return groups
 
     def default_adapter_targets(self) -> dict[str, Sequence[str]]:
-        """Module group -> default adapter target suffixes (from each group's owner)."""
+        """Module group -> default adapter target suffixes (from each group's owner).
+
+        The backbone's per-group defaults come first (an omni backbone also names its own encoders' targets);
+        a crabzoo encoder's ``adapter_targets`` then set its group's defaults.
+        """
         targets: dict[str, Sequence[str]] = {"llm": self.backbone.adapter_targets}
+        targets.update(self.backbone.default_adapter_targets())
         for name, enc in (("audio_encoder", self.audio_encoder), ("visual_encoder", self.visual_encoder)):
             if enc is not None:
                 targets[name] = tuple(getattr(enc, "adapter_targets", ()))
