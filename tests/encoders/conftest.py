@@ -78,3 +78,12 @@ def open_clip_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     model = open_clip.create_model(f"local-dir:{out}", pretrained=None)
     save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(out / "open_clip_model.safetensors"))
     return out
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Tiny models run fastest single-threaded (the shared CI machine oversubscribes OpenMP threads)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
