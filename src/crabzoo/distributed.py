@@ -27,6 +27,7 @@ import lightning as L
 import torch
 from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 from torch import nn
+from torch.distributed.fsdp.wrap import ModuleWrapPolicy
 
 from crabzoo.errors import CrabzooError
 
@@ -388,13 +389,7 @@ class RNGCheckpoint(L.Callback):
             torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def _layer_wrap_policy_base() -> type:
-    from torch.distributed.fsdp.wrap import ModuleWrapPolicy
-
-    return ModuleWrapPolicy
-
-
-class LayerWrapPolicy(_layer_wrap_policy_base()):
+class LayerWrapPolicy(ModuleWrapPolicy):
     """FSDP1 auto-wrap policy from class import paths, so that YAML can name the layers to wrap.
 
     Example (``trainer.strategy.init_args.auto_wrap_policy``)::
