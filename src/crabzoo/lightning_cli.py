@@ -58,6 +58,7 @@ def _check_config_paths(argv: list[str]) -> None:
 def run_lightning_cli(argv: list[str]) -> None:
     """Run a Lightning subcommand; configuration errors exit with status 2 and one message."""
     _check_config_paths(argv)
+    sys.argv = sys.argv[:1]  # the arguments come from `argv` alone
     try:
         CrabzooCLI(
             AVLLM,
@@ -87,10 +88,28 @@ def _legacy_error_handler() -> bool:
 
 
 def _one_line(message: str) -> str:
+    """Condense jsonargparse's nested error report into ``<key>: <problem> (<fix>)``."""
+    import re
+
     lines = [ln.strip() for ln in message.strip().splitlines() if ln.strip()]
-    head = lines[0] if lines else message
-    detail = next((ln for ln in lines[1:] if "does not accept" in ln or "not" in ln.lower()), "")
-    text = f"{head} {detail}".strip()
+    keys = [m.group(1) for ln in lines for m in [re.match(r'Parser key "([^"]+)"', ln)] if m]
+    details = []
+    for prev, ln in zip([""] + lines, lines):
+        if prev.startswith("- Problem with given class_path") and not ln.startswith(("Parser key", "- ")):
+            details.append(f"{prev[2:].replace('Problem with given ', '').rstrip(':')}: {ln}")
+        elif ln.startswith("- ") and "Expected a <class 'NoneType'>" not in ln and not ln.startswith("- Problem with given"):
+            details.append(ln[2:])
+    detail = details[-1] if details else (lines[0] if lines else message)
+    detail = re.sub(r"^Type .*? expects a function or a callable class: ", "", detail)
+    detail = re.sub(r"^Type .*? expects a class or a subclass of it: ", "", detail)
+    detail = re.sub(r"\. Got value: .*$", "", detail)
+    key = ".".join(keys)
+    hint = ""
+    if "has no attribute" in detail or "No module named" in detail or "Unable to import" in detail or "not a subclass" in detail:
+        hint = " (check the class_path; `crabzoo list` shows the available components)"
+    elif "is not accepted" in detail or "unrecognized arguments" in detail:
+        hint = " (check the key's spelling; `crabzoo fit --config ... --print_config` shows every valid key)"
+    text = f"{key}: {detail}{hint}" if key else f"{detail}{hint}"
     return text if len(text) < 600 else text[:600] + " ..."
 
 

@@ -20,7 +20,13 @@ from crabzoo.data.schema import Sample
 IGNORE_INDEX = -100
 
 
-def user_content(header: str, media: tuple[str, ...], instruction: str, placeholders: dict[str, str]) -> str:
+def user_content(
+    header: str,
+    media: tuple[str, ...],
+    instruction: str,
+    placeholders: dict[str, str],
+    wrappers: dict[str, tuple[str, str]] = MEDIA_WRAPPERS,
+) -> str:
     """The user turn: header, one wrapped placeholder per medium (in prompt order), instruction.
 
     Args:
@@ -28,10 +34,11 @@ def user_content(header: str, media: tuple[str, ...], instruction: str, placehol
         media: Media kinds in prompt order, e.g. ``("video", "audio")``.
         instruction: The task instruction.
         placeholders: Placeholder token per media kind.
+        wrappers: Start/end tokens around each placeholder, per media kind.
     """
     lines = [header]
     for kind in media:
-        start, end = MEDIA_WRAPPERS[kind]
+        start, end = wrappers[kind]
         lines.append(f"{start}{placeholders[kind]}{end}")
     lines.append(instruction)
     return "\n".join(lines)
@@ -69,7 +76,9 @@ class Processor:
         messages = []
         if self.system_prompt:
             messages.append({"role": "system", "content": self.system_prompt})
-        content = user_content(task.header, task.media, sample.instruction, self.backbone.placeholders)
+        content = user_content(
+            task.header, task.media, sample.instruction, self.backbone.placeholders, self.backbone.media_wrappers
+        )
         messages.append({"role": "user", "content": content})
         text = self.backbone.render(messages, add_generation_prompt=True)
         return self.backbone.tokenizer(text, add_special_tokens=False)["input_ids"]
