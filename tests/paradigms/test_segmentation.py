@@ -31,7 +31,17 @@ def s4_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return out
 
 
-def build_model(root: Path, **kwargs):
+@pytest.fixture(scope="module")
+def tokenizer_dir(s4_root: Path, tmp_path_factory: pytest.TempPathFactory) -> str:
+    """A tokenizer trained once on the s4 set's text, saved for every model of this module."""
+    from crabzoo.backbones.tokenizer import avsynth_corpus, train_tokenizer
+
+    out = tmp_path_factory.mktemp("tokenizer")
+    train_tokenizer(avsynth_corpus(str(s4_root / "AVUIE_2")), vocab_size=512).save_pretrained(str(out))
+    return str(out)
+
+
+def build_model(tokenizer_dir: str, **kwargs):
     from crabzoo.backbones.hf_causal_lm import HFCausalLM
     from crabzoo.connectors import MLPConnector
     from crabzoo.encoders.beats import BEATsEncoder
@@ -40,8 +50,7 @@ def build_model(root: Path, **kwargs):
     from crabzoo.paradigms.modular import SegmentationAVLLM
 
     torch.manual_seed(0)
-    backbone = HFCausalLM(config=TINY_LLAMA, tokenizer="avsynth", tokenizer_corpus=str(root / "AVUIE_2"),
-                          tokenizer_vocab_size=512, mask_tokens=True)
+    backbone = HFCausalLM(config=TINY_LLAMA, tokenizer=tokenizer_dir, mask_tokens=True)
     decoder = functools.partial(MaskDecoder, prompt_dim=32, depth=1, num_heads=2, mlp_dim=64, mask_size=MASK_SIZE)
     return SegmentationAVLLM(
         backbone,
@@ -55,8 +64,8 @@ def build_model(root: Path, **kwargs):
 
 
 @pytest.fixture(scope="module")
-def model(s4_root: Path):
-    return build_model(s4_root)
+def model(tokenizer_dir: str):
+    return build_model(tokenizer_dir)
 
 
 @pytest.fixture(scope="module")
@@ -207,11 +216,11 @@ def test_mask_prediction_scored_directly(model, batch):
     assert float(np.mean(ious)) < 1.0
 
 
-def test_stage_checkpoint_loads_without_mask_decoder(model, s4_root, tmp_path):
+def test_stage_checkpoint_loads_without_mask_decoder(model, tokenizer_dir, tmp_path):
     state = {k: v for k, v in model.state_dict().items() if not k.startswith("mask_decoder.")}
     path = tmp_path / "stage2.ckpt"
     torch.save({"state_dict": state}, path)
-    other = build_model(s4_root, init_checkpoint=str(path), train_groups=["head"], train_embeddings=True)
+    other = build_model(tokenizer_dir, init_checkpoint=str(path), train_groups=["head"], train_embeddings=True)
     for name, value in state.items():
         assert torch.equal(other.state_dict()[name], value), name
     trainable = {n.split(".")[0] for n, p in other.named_parameters() if p.requires_grad}
@@ -220,24 +229,25 @@ def test_stage_checkpoint_loads_without_mask_decoder(model, s4_root, tmp_path):
     assert emb.requires_grad and not other.backbone.model.get_decoder().layers[0].self_attn.q_proj.weight.requires_grad
 
 
-def test_missing_extra_layers_is_a_clear_error(s4_root):
+def test_missing_extra_layers_is_a_clear_error(tokenizer_dir):
     from crabzoo.errors import CrabzooError
 
     with pytest.raises(CrabzooError, match="seg_layers"):
-        build_model(s4_root, seg_layers=[3])
+        build_model(tokenizer_dir, seg_layers=[3])
 
 
 @pytest.mark.slow
-def test_fit_and_validate_end_to_end(s4_root, tmp_path):
+def test_fit_and_validate_end_to_end(s4_root, tokenizer_dir, tmp_path):
     import lightning as L
 
     from crabzoo.data.datamodule import AVUIEDataModule
+    from crabzoo.paradigms.modular import StageWeights
 
-    model = build_model(s4_root)
+    model = build_model(tokenizer_dir)
     dm = AVUIEDataModule(str(s4_root), tasks=["s4"], batch_size=2, max_val_per_task=4)
     trainer = L.Trainer(max_steps=3, accelerator="cpu", devices=1, logger=False, enable_checkpointing=False,
                         enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0,
-                        limit_val_batches=2, default_root_dir=str(tmp_path))
+                        limit_val_batches=2, default_root_dir=str(tmp_path), callbacks=[StageWeights()])
     trainer.fit(model, dm)
     metrics = trainer.validate(model, dm, verbose=False)[0]
     assert np.isfinite(metrics["val/loss"]) and np.isfinite(metrics["val/mask_loss"])
@@ -246,3 +256,25 @@ def test_fit_and_validate_end_to_end(s4_root, tmp_path):
     assert 0 <= result["n_parsed"] <= 4
     assert 0.0 <= result["miou"] <= 1.0
     assert "val/s4/miou" in metrics
+    # the run's trainable weights, written by StageWeights, are the next stage's init_checkpoint
+    weights = tmp_path / "weights.safetensors"
+    assert weights.is_file()
+    from safetensors.torch import load_file
+
+    saved = load_file(str(weights))
+    assert set(saved) == {n for n, p in model.named_parameters() if p.requires_grad}
+    assert any(k.startswith("mask_decoder.") for k in saved) and any(k.startswith("visual_connector.") for k in saved)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    with torch.no_grad():
+        for p in model.mask_decoder.parameters():
+            p.zero_()
+    model.load_stage(str(weights))
+    for name, value in model.state_dict().items():
+        assert torch.equal(value, before[name]), name
+    # a Lightning .ckpt holds pickled hyper-parameters: refused with a pointer to the safetensors file
+    from crabzoo.errors import CrabzooError
+
+    ckpt = tmp_path / "stage.ckpt"
+    trainer.save_checkpoint(str(ckpt))
+    with pytest.raises(CrabzooError, match="weights.safetensors"):
+        model.load_stage(str(ckpt))

@@ -19,6 +19,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import lightning as L
 import torch
 import torch.nn.functional as F
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
@@ -113,6 +114,44 @@ class MaskProcessor(Processor):
         return batch
 
 
+class StageWeights(L.Callback):
+    """Write a stage's trainable weights to ``<log_dir>/weights.safetensors`` when fitting ends (atomically).
+
+    The next stage reads them with ``init_checkpoint`` (safetensors: no pickled objects are loaded). Only
+    parameters with ``requires_grad`` are written (connectors, adapter, heads, trained embeddings); frozen
+    modules come from their own public checkpoints.
+
+    Args:
+        filename: File name inside the run directory (``trainer.log_dir``, else ``default_root_dir``).
+    """
+
+    def __init__(self, filename: str = "weights.safetensors") -> None:
+        self.filename = filename
+
+    def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        import os
+        import tempfile
+        from pathlib import Path
+
+        from safetensors.torch import save_file
+
+        from crabzoo.distributed import full_tensor
+
+        state = {n: full_tensor(p.detach()).cpu().contiguous().clone() for n, p in pl_module.named_parameters() if p.requires_grad}
+        if not trainer.is_global_zero:
+            return
+        folder = Path(trainer.log_dir or trainer.default_root_dir)
+        folder.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{self.filename}.tmp-")
+        os.close(fd)
+        try:
+            save_file(state, tmp)
+            os.replace(tmp, folder / self.filename)
+        finally:
+            if os.path.exists(tmp):
+                os.remove(tmp)
+
+
 def lm_loss(logits: Tensor, labels: Tensor) -> tuple[Tensor, Tensor]:
     """Next-token cross-entropy over labelled positions: ``(mean over tokens, mean per sample)``."""
     shift_logits, shift_labels = logits[:, :-1].float(), labels[:, 1:]
@@ -149,8 +188,8 @@ class SegmentationAVLLM(AVLLM):
         train_embeddings: Also train the LLM's input embeddings and LM head (Crab stage 3: ``embed_tokens``
             and ``lm_head``), whatever ``train_groups`` says about ``llm``.
         freeze_adapter: Keep the adapter's weights fixed (e.g. the stage-2 I-LoRA during stage 3).
-        init_checkpoint: Weights of an earlier stage (a Lightning ``.ckpt`` or a ``{"state_dict": ...}`` file,
-            loaded with ``weights_only=True``); parameters it lacks (the new mask decoder) keep their init.
+        init_checkpoint: Weights of an earlier stage (its ``weights.safetensors`` from :class:`StageWeights`, or a
+            ``torch.save`` file of tensors); parameters it lacks (the new mask decoder) keep their init.
         adapter: Adapter (LoRA, I-LoRA, ...).
         train_groups: Module groups trained in full (``head`` is the mask decoder).
         optimizer: Optimizer factory.
@@ -259,22 +298,39 @@ class SegmentationAVLLM(AVLLM):
                 module.requires_grad_(True)
 
     def load_stage(self, path: str) -> None:
-        """Load an earlier stage's weights (non-strict for the mask decoder only).
+        """Load the weights an earlier stage wrote (see :class:`StageWeights`).
+
+        ``path`` is a ``.safetensors`` file, or a ``torch.save`` file of tensors (``{"state_dict": ...}`` or a
+        plain state dict) read with ``weights_only=True``. Parameters the file lacks keep their values (frozen
+        modules come from their own checkpoints; the new mask decoder keeps its initialisation).
 
         Raises:
-            CrabzooError: unreadable file, or parameters of other modules missing or unexpected.
+            CrabzooError: unreadable file, names this model does not have, or shapes that differ.
         """
+        import pickle
+
         try:
-            state = torch.load(path, map_location="cpu", weights_only=True)
-        except (OSError, RuntimeError) as err:
-            raise CrabzooError(f"init_checkpoint {path}: cannot load it with weights_only=True ({str(err)[:200]})") from None
-        state = state.get("state_dict", state)
-        missing, unexpected = self.load_state_dict(state, strict=False)
-        missing = [k for k in missing if not k.startswith("mask_decoder.")]
-        if missing or unexpected:
+            if str(path).endswith(".safetensors"):
+                from safetensors.torch import load_file
+
+                state = load_file(str(path))
+            else:
+                state = torch.load(path, map_location="cpu", weights_only=True)
+                state = state.get("state_dict", state)
+        except (OSError, RuntimeError, pickle.UnpicklingError) as err:
             raise CrabzooError(
-                f"init_checkpoint {path} does not match this model: missing {missing[:4]}, unexpected "
-                f"{unexpected[:4]}; use the same paradigm and adapter as the stage that wrote it"
+                f"init_checkpoint {path}: cannot read it safely ({str(err).splitlines()[0][:160]}); a Lightning .ckpt "
+                "holds pickled hyper-parameters, so give the stage's weights.safetensors (written by the "
+                "crabzoo.paradigms.modular.StageWeights callback) instead"
+            ) from None
+        try:
+            _, unexpected = self.load_state_dict(state, strict=False)
+        except RuntimeError as err:
+            raise CrabzooError(f"init_checkpoint {path}: shapes differ from this model ({str(err)[:300]})") from None
+        if unexpected:
+            raise CrabzooError(
+                f"init_checkpoint {path} has weights this model lacks ({unexpected[:4]}); use the same paradigm, "
+                "adapter and backbone options (mask_tokens: true) as the stage that wrote it"
             )
 
     def make_processor(self) -> MaskProcessor:
