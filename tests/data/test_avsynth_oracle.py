@@ -81,3 +81,20 @@ def test_majority_baseline_is_near_chance(tmp_path: Path) -> None:
         metric.update(preds, test)
         acc = float(metric.compute()["accuracy"])
         assert abs(acc - chance) < 0.2, (name, acc, chance)
+
+
+def test_avqa_questions_use_music_avqa_types() -> None:
+    from crabzoo.data.avsynth.tasks import _avqa_question, qa_scene
+    from crabzoo.data.avsynth.world import Knobs
+    from crabzoo.metrics.avqa import question_type
+
+    import numpy as np
+
+    seen = set()
+    for seed in range(300):
+        rng = np.random.default_rng(seed)
+        scene = qa_scene(rng, Knobs(), 10, seed)
+        qtype, question, answer, _ = _avqa_question(rng, scene)
+        seen.add(question_type(__import__("json").dumps(qtype)))
+        assert question.endswith("?") and answer
+    assert seen == {"A-Count", "V-Count", "AV-Count", "A-Comp", "AV-Comp", "AV-Temp", "V-Loc", "AV-Loc", "AV-Exist"}

@@ -67,6 +67,8 @@ class TaskBatchSampler(torch.utils.data.Sampler[list[int]]):
         self.batch_size = batch_size
         self.shuffle = shuffle
         self.seed = seed
+        self.mixing, self.mixing_temperature, self.mixing_weights = mixing, mixing_temperature, mixing_weights
+        self.group_by_length = group_by_length
         self.drop_last = drop_last
         self.epoch = 0
 
@@ -125,6 +127,11 @@ class AVUIEDataModule(L.LightningDataModule):
         synth: If set and ``root`` holds no data yet, generate AVSynth there first with these options
             (e.g. ``{"clips": 400, "seed": 0}``); see ``crabzoo data synth``.
         seed: Seed of the batch order.
+        mixing: Training task mixing: ``concat`` (every sample once per epoch), ``temperature`` or ``weights``
+            (see :class:`crabzoo.data.mixing.TaskMixingSampler`).
+        mixing_temperature: ``T`` of ``temperature`` mixing (task share ``∝ n^(1/T)``).
+        mixing_weights: Task -> weight for ``weights`` mixing.
+        group_by_length: Batch training samples of similar text length together (less padding).
     """
 
     def __init__(
@@ -140,6 +147,10 @@ class AVUIEDataModule(L.LightningDataModule):
         strict: bool = False,
         synth: dict[str, Any] | None = None,
         seed: int = 0,
+        mixing: str = "concat",
+        mixing_temperature: float = 1.0,
+        mixing_weights: dict[str, float] | None = None,
+        group_by_length: bool = False,
     ) -> None:
         super().__init__()
         self.root = Path(root)
@@ -212,8 +223,30 @@ class AVUIEDataModule(L.LightningDataModule):
             persistent_workers=self.num_workers > 0,
         )
 
+    # --- scale hook (crabzoo.data.mixing): weighted, distributed, resumable task mixing for training --------
     def train_dataloader(self) -> DataLoader:
-        return self._loader(self.splits["train"], shuffle=True)
+        """Training batches from :class:`~crabzoo.data.mixing.TaskMixingSampler` in a resumable loader.
+
+        The loader's state (epoch, batches consumed) goes into Lightning checkpoints, so a resumed run continues
+        the same epoch order. Length grouping uses the text length (instruction + target) as the proxy: batches
+        hold one task, whose media tokens are the same for every sample.
+        """
+        from crabzoo.data.mixing import ResumableDataLoader, TaskMixingSampler
+
+        samples = self.splits["train"]
+        lengths = [len(s.instruction) + len(s.target or "") for s in samples] if self.group_by_length else None
+        sampler = TaskMixingSampler(
+            [s.task for s in samples], self.batch_size, mixing=self.mixing, temperature=self.mixing_temperature,
+            weights=self.mixing_weights, lengths=lengths, seed=self.seed,
+        )
+        return ResumableDataLoader(
+            SampleDataset(samples, self.processor, strict=self.strict),
+            batch_sampler=sampler,
+            collate_fn=self.processor.collate,
+            num_workers=self.num_workers,
+            persistent_workers=self.num_workers > 0,
+        )
+    # --- end of scale hook ----------------------------------------------------------------------------------
 
     def val_dataloader(self) -> DataLoader:
         return self._loader(self.splits["val"], shuffle=False)

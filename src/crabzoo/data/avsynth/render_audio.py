@@ -20,17 +20,22 @@ HEADROOM = 0.3
 
 
 def _gate(flags: list[bool], n: int, sr: int) -> np.ndarray:
-    """Per-sample on/off envelope for per-second flags, with 10 ms linear ramps."""
+    """Per-sample on/off envelope for per-second flags, with 10 ms linear ramps inside the sounding seconds."""
     gate = np.repeat(np.asarray(flags, dtype=np.float32), sr)[:n]
     if gate.size < n:
         gate = np.pad(gate, (0, n - gate.size))
     ramp = max(1, sr // 100)
-    csum = np.concatenate([np.zeros(ramp, np.float64), np.cumsum(gate, dtype=np.float64), np.zeros(0)])
-    causal = (csum[ramp:] - csum[:-ramp]) / ramp  # ramps up after each onset (and lingers after offsets)
-    padded = np.concatenate([gate, np.zeros(ramp, np.float32)])
-    csum2 = np.concatenate([[0.0], np.cumsum(padded, dtype=np.float64)])
-    anti = (csum2[ramp + 1 : ramp + 1 + n] - csum2[1 : 1 + n]) / ramp  # ramps down before each offset
-    return np.minimum(causal, anti).astype(np.float32)  # 10 ms ramps kept inside the sounding seconds
+    up = np.arange(1, ramp + 1, dtype=np.float32) / ramp
+    padded = [False] + list(flags) + [False]
+    for i in range(len(flags)):
+        if flags[i] and not padded[i]:  # onset at second i
+            a = i * sr
+            gate[a : a + ramp] = np.minimum(gate[a : a + ramp], up[: max(0, min(ramp, n - a))])
+        if flags[i] and not padded[i + 2]:  # offset at the end of second i
+            b = min((i + 1) * sr, n)
+            seg = gate[max(0, b - ramp) : b]
+            gate[max(0, b - ramp) : b] = np.minimum(seg, up[::-1][ramp - seg.size :] if seg.size else seg)
+    return gate
 
 
 def _tone(f: np.ndarray, harmonics: tuple[float, ...], sr: int, roll: float = 0.0) -> np.ndarray:
@@ -66,8 +71,8 @@ def object_wave(obj: SceneObject, n: int, sr: int, rng: np.random.Generator) -> 
     if not any(obj.audible):
         return np.zeros(n, dtype=np.float32)
     cat = obj.cat
-    t = np.arange(n, dtype=np.float64) / sr
-    f = np.full(n, cat.f0)
+    t = np.arange(n, dtype=np.float32) / np.float32(sr)
+    f = np.full(n, cat.f0, dtype=np.float32)
     if cat.vibrato:
         f *= 1.0 + cat.vibrato * np.sin(2 * np.pi * 5.5 * t)
     if cat.glide:
@@ -80,7 +85,7 @@ def object_wave(obj: SceneObject, n: int, sr: int, rng: np.random.Generator) -> 
         f *= 1.0 + 0.5 * np.mod(t, 1.0 / cat.pulse_rate) * cat.pulse_rate
     wave = _tone(f, cat.harmonics, sr)
     if cat.noise:
-        wave = (1 - cat.noise) * wave + cat.noise * rng.uniform(-1.0, 1.0, n)
+        wave = np.float32(1 - cat.noise) * wave + np.float32(cat.noise) * rng.uniform(-1.0, 1.0, n).astype(np.float32)
     pulsed = cat.pulse_rate > 0 if rhythm in (None, "rising", "falling") else rhythm == "pulsed"
     if pulsed:
         rate = cat.pulse_rate if cat.pulse_rate > 0 else 3.0
@@ -118,7 +123,7 @@ def render_audio(scene: Scene, sample_rate: int) -> np.ndarray:
     if scene.face is not None:
         mix += voice_wave(scene.face, n, sample_rate)
     if scene.noise > 0:
-        mix += (0.25 * scene.noise * rng.standard_normal(n)).astype(np.float32)
+        mix += np.float32(0.25 * scene.noise) * rng.standard_normal(n, dtype=np.float32)
     return np.clip(mix, -1.0, 1.0)
 
 

@@ -584,12 +584,11 @@ def _avqa_question(rng: np.random.Generator, scene: Scene) -> tuple[list[str], s
         options.append((["Visual", "Location"], f"Where is the {o.cat.looks}?", position_name(o.x), evidence))
         options.append((["Audio-Visual", "Existential"], f"Is the {o.cat.name} in the video making a sound?",
                         "yes" if any(o.audible) else "no", evidence))
-        present = {x.category for x in visible}
-        absent = [i for i in range(len(CATEGORIES)) if i not in present]
-        pick = o if rng.random() < 0.5 or not absent else None
-        looks = pick.cat.looks if pick else CATEGORIES[absent[int(rng.integers(0, len(absent)))]].looks
-        options.append((["Visual", "Existential"], f"Is there {_a(looks)} in the video?", "yes" if pick else "no",
-                        evidence))
+    if len(both) >= 2:
+        a, b = (both[i] for i in rng.permutation(len(both))[:2])
+        options.append((["Audio-Visual", "Comparative"],
+                        f"Is the object {_at(a.x)} louder than the object {_at(b.x)}?",
+                        "yes" if a.gain_db > b.gain_db else "no", evidence))
     if both:
         o = both[int(rng.integers(0, len(both)))]
         options.append((["Audio-Visual", "Location"], f"Where is the sounding {o.cat.name}?", position_name(o.x),
