@@ -67,8 +67,6 @@ class TaskBatchSampler(torch.utils.data.Sampler[list[int]]):
         self.batch_size = batch_size
         self.shuffle = shuffle
         self.seed = seed
-        self.mixing, self.mixing_temperature, self.mixing_weights = mixing, mixing_temperature, mixing_weights
-        self.group_by_length = group_by_length
         self.drop_last = drop_last
         self.epoch = 0
 
@@ -161,6 +159,8 @@ class AVUIEDataModule(L.LightningDataModule):
         self.strict = strict
         self.synth = synth
         self.seed = seed
+        self.mixing, self.mixing_temperature, self.mixing_weights = mixing, mixing_temperature, mixing_weights
+        self.group_by_length = group_by_length
         self.processor: Any = None
         self.splits: dict[str, list[Sample]] = {}
         self.skipped: dict[str, list] = {}
