@@ -61,6 +61,8 @@ def main(argv: list[str] | None = None) -> None:
     except CrabzooError as err:
         print(f"crabzoo {command}: error: {err}", file=sys.stderr)
         raise SystemExit(err.exit_code) from None
+    except BrokenPipeError:  # output piped into `head` and the like
+        sys.stderr.close()
 
 
 if __name__ == "__main__":
