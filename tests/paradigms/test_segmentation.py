@@ -160,10 +160,14 @@ def test_training_step_losses_and_gradients(model, batch):
 
 def test_mask_loss_zero_without_masks(model, batch):
     no_masks = {**batch, "has_mask": torch.zeros(len(batch["tasks"]), dtype=torch.bool)}
-    with torch.no_grad():
-        out = model(no_masks)
+    model.zero_grad()
+    out = model(no_masks)
     assert float(out["mask_loss"]) == 0.0
     torch.testing.assert_close(out["loss"], out["lm_loss"])
+    out["loss"].backward()  # every decoder weight gets a (zero) gradient, as DDP requires
+    grads = [p.grad for p in model.mask_decoder.parameters()]
+    assert all(g is not None and not g.any() for g in grads)
+    model.zero_grad()
 
 
 def test_decode_masks_from_hand_built_generation(model, batch):

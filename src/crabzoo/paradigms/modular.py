@@ -27,6 +27,7 @@ from torch import Tensor, nn
 
 from crabzoo.adapters.base import Adapter
 from crabzoo.backbones.base import Backbone
+from crabzoo.backbones.hf_causal_lm import MASK_QUERY_TOKENS
 from crabzoo.connectors.base import ConnectorFactory
 from crabzoo.data.collate import Processor
 from crabzoo.encoders.base import AudioEncoder, MediaFeatures, VisualEncoder
@@ -34,11 +35,9 @@ from crabzoo.errors import CrabzooError
 from crabzoo.heads.mask_decoder import MaskDecoder
 from crabzoo.paradigms.base import AVLLM, IGNORE_INDEX, STREAM_OF_KIND, _default_optimizer
 
-MASK_QUERY_TOKENS: tuple[str, ...] = tuple(f"<mask_{i}>" for i in range(6))
-"""The six mask query tokens, scale-major (``<mask_0..2>``: scale 0, ``<mask_3..5>``: scale 1)."""
-
 MASK_SUFFIX = "<mask_start>" + "".join(MASK_QUERY_TOKENS) + "<mask_end>"
-"""What Crab v1 appends to a segmentation target."""
+"""What Crab v1 appends to a segmentation target (``MASK_QUERY_TOKENS`` are scale-major: ``<mask_0..2>`` prompt
+scale 0, ``<mask_3..5>`` scale 1)."""
 
 SEGMENTATION_TASKS: tuple[str, ...] = ("s4", "ms3", "ref_avs")
 """Tasks whose targets get the mask suffix (when their truth has a ground-truth mask)."""
@@ -413,7 +412,8 @@ class SegmentationAVLLM(AVLLM):
         loss, per_sample = lm_loss(logits, labels)
         has_mask = batch.get("has_mask")
         rows = [] if has_mask is None else [int(b) for b in has_mask.nonzero().flatten()]
-        mask_loss = loss.new_zeros(())
+        # a batch without masks still touches every decoder weight (zero gradient), as DDP expects
+        mask_loss = sum((p.sum() * 0.0 for p in self.mask_decoder.parameters() if p.requires_grad), loss.new_zeros(()))
         if rows:
             spliced = self._spliced_positions(batch["input_ids"], media, inputs.shape[1])
             states = self._mask_states(batch["input_ids"], spliced, hidden, rows)
