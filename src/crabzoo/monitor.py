@@ -60,17 +60,23 @@ def count_parameters(model: nn.Module, exclude_embeddings: bool = True) -> int:
 
 
 def batch_counts(batch: Any) -> tuple[int, int]:
-    """``(samples, tokens)`` of a batch: crabzoo batches (``input_ids`` list), or a tensor / tuple of tensors."""
+    """``(samples, tokens)`` of a batch.
+
+    crabzoo batches (a dict with an ``input_ids`` list of unpadded sequences) count their real tokens; other
+    dicts and tuples count the first 2-D integer tensor (token ids) they hold.
+    """
     if isinstance(batch, dict) and "input_ids" in batch:
         ids = batch["input_ids"]
         if isinstance(ids, torch.Tensor):
             mask = batch.get("attention_mask")
             return ids.shape[0], int(mask.sum()) if mask is not None else ids.numel()
         return len(ids), int(sum(t.numel() for t in ids))
-    first = batch[0] if isinstance(batch, (list, tuple)) else batch
-    if isinstance(first, torch.Tensor):
-        return first.shape[0], first.numel() if first.dim() == 2 and not first.is_floating_point() else first.shape[0]
-    return 0, 0
+    values = list(batch.values()) if isinstance(batch, dict) else list(batch) if isinstance(batch, (list, tuple)) else [batch]
+    for v in values:
+        if isinstance(v, torch.Tensor) and v.dim() == 2 and not v.is_floating_point():
+            return v.shape[0], v.numel()
+    first = next((v for v in values if isinstance(v, torch.Tensor)), None)
+    return (first.shape[0], 0) if first is not None else (0, 0)
 
 
 class ThroughputMonitor(L.Callback):

@@ -9,6 +9,7 @@ import torch
 from tiny import TinyAV, TokenTasks, loader
 
 from crabzoo.distributed import AtomicCheckpointIO, RNGCheckpoint
+from crabzoo.monitor import TaskCounter, ThroughputMonitor
 
 pytestmark = pytest.mark.slow
 
@@ -26,8 +27,8 @@ class Record(L.Callback):
 def run(tmp, max_steps, ckpt_every=None, ckpt_path=None, seed=0):
     L.seed_everything(seed)
     model = TinyAV(dropout=0.2, seed=seed)
-    rec = Record()
-    callbacks = [RNGCheckpoint(), rec]
+    rec, counter, monitor = Record(), TaskCounter(), ThroughputMonitor(window=2, log_every_n_steps=1)
+    callbacks = [RNGCheckpoint(), rec, counter, monitor]
     if ckpt_every:
         callbacks.append(L.pytorch.callbacks.ModelCheckpoint(dirpath=tmp, every_n_train_steps=ckpt_every, save_top_k=-1))
     trainer = L.Trainer(
@@ -37,6 +38,7 @@ def run(tmp, max_steps, ckpt_every=None, ckpt_path=None, seed=0):
     )
     data = TokenTasks(n=24)  # 6 batches of 4 per epoch
     trainer.fit(model, loader(data, mixing="temperature", temperature=2.0), ckpt_path=ckpt_path)
+    model.counts, model.perf = dict(counter.counts), monitor.last
     return model, rec
 
 
@@ -51,3 +53,5 @@ def test_resume_mid_epoch_matches_uninterrupted_run(tmp_path):
     assert rec_res.batches == rec_full.batches[4:]  # same data order, crossing into epoch 1
     assert rec_res.lrs == rec_full.lrs[4:]  # scheduler state
     assert resumed.losses == full.losses[4:]  # bit-identical: weights, AdamW moments and dropout RNG restored
+    assert resumed.counts == full.counts and sum(full.counts.values()) == 10 * 4  # per-task counts survive resume
+    assert full.perf["samples_per_s"] > 0 and full.perf["tokens_per_s"] == 10 * full.perf["samples_per_s"]
