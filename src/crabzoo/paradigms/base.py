@@ -8,6 +8,7 @@
 
 from __future__ import annotations
 
+import inspect
 import math
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
@@ -33,6 +34,26 @@ STREAM_OF_KIND: dict[str, str] = {"video": "visual", "image": "visual", "audio":
 """Which encoder stream feeds each placeholder kind."""
 
 MODULE_GROUPS = ("llm", "audio_encoder", "visual_encoder", "connector", "head")
+
+
+COMPONENT_ARGS = (
+    "backbone", "audio_encoder", "visual_encoder", "audio_connector", "visual_connector", "fusion_connector",
+    "mask_decoder", "adapter", "optimizer", "scheduler",
+)
+"""Init arguments that are objects or factories: kept out of ``hyper_parameters`` when built in Python."""
+
+
+def save_config(module: L.LightningModule) -> None:
+    """Store the module's configuration in its checkpoints' ``hyper_parameters``.
+
+    Built by the CLI, the configuration is the YAML's ``class_path``/``init_args`` tree (components included),
+    which is exactly what ``crabzoo validate --ckpt_path`` and ``load_from_checkpoint`` need to rebuild the
+    model. Built in Python, component objects are left out (their weights are in the state dict).
+    """
+    from lightning.pytorch.core.mixins.hparams_mixin import _given_hyperparameters
+
+    given = _given_hyperparameters.get() is not None
+    module.save_hyperparameters(ignore=None if given else list(COMPONENT_ARGS), frame=inspect.currentframe().f_back)
 
 
 def _default_optimizer(params: Iterable[nn.Parameter]) -> torch.optim.Optimizer:
@@ -84,9 +105,7 @@ class AVLLM(L.LightningModule):
         task_names: Sequence[str] | None = None,
     ) -> None:
         super().__init__()
-        self.save_hyperparameters(
-            ignore=["backbone", "audio_encoder", "visual_encoder", "audio_connector", "visual_connector", "adapter"]
-        )
+        save_config(self)
         unknown = sorted(set(train_groups) - set(MODULE_GROUPS))
         if unknown:
             raise CrabzooError(f"train_groups: unknown group(s) {unknown}; choose from {list(MODULE_GROUPS)}")
