@@ -105,3 +105,12 @@ def test_avvp_union_of_labels_equals_25_class_matrices():
 def test_events_to_matrix_clamps_to_ten_segments():
     mat = events_to_matrix([("a", -2, 3), ("a", 8, 14)], ["a"])
     assert mat.tolist() == [[1, 1, 1, 0, 0, 0, 0, 0, 1, 1]]
+
+
+def test_ave_prediction_without_events_scores_its_background_seconds():
+    # truth: dog over seconds 2..4 (3 s), background on the other 7; "no event" is right on those 7
+    metric = AVESegmentAccuracy()
+    metric.update([{"events": []}], [{"events": [["dog", 2, 5]]}])
+    out = metric.compute()
+    assert float(out["accuracy"]) == pytest.approx(7 / 10)
+    assert int(out["n_parsed"]) == 1

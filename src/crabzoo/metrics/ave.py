@@ -86,7 +86,7 @@ class AVESegmentAccuracy(BenchmarkMetric):
         if is_unparsed(value):
             return None
         items = list(value)
-        if items and not isinstance(items[0], str):
+        if not items or not isinstance(items[0], str):  # events (none at all: every second is background)
             items = events_to_segments(items, self.n_segments)
         return [normalize_text(x) for x in items]
 
