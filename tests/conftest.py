@@ -6,9 +6,14 @@ xdist worker) into a temporary folder. Heavy imports happen inside the fixture s
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
+
+# Tiny models run fastest single-threaded, and several test workers share the machine's cores: one thread per
+# process (set before torch is imported; subprocesses inherit it).
+os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 AVSYNTH_TEST_OPTIONS = {"clips": 30, "seed": 0, "soundtrack": False}
 """Options of the session dataset (the MP4s carry no soundtrack: the pipeline reads the separate audio files)."""
