@@ -299,8 +299,8 @@ class SegmentationAVLLM(AVLLM):
     def load_stage(self, path: str) -> None:
         """Load the weights an earlier stage wrote (see :class:`StageWeights`).
 
-        ``path`` is a ``.safetensors`` file, or a ``torch.save`` file of tensors (``{"state_dict": ...}`` or a
-        plain state dict) read with ``weights_only=True``. Parameters the file lacks keep their values (frozen
+        ``path`` is a ``.safetensors`` file, or a file read with ``torch.load(weights_only=True)`` holding
+        ``{"state_dict": ...}`` (a Lightning checkpoint whose hyper-parameters are plain data) or a state dict. Parameters the file lacks keep their values (frozen
         modules come from their own checkpoints; the new mask decoder keeps its initialisation).
 
         Raises:
@@ -318,8 +318,8 @@ class SegmentationAVLLM(AVLLM):
                 state = state.get("state_dict", state)
         except (OSError, RuntimeError, pickle.UnpicklingError) as err:
             raise CrabzooError(
-                f"init_checkpoint {path}: cannot read it safely ({str(err).splitlines()[0][:160]}); a Lightning .ckpt "
-                "holds pickled hyper-parameters, so give the stage's weights.safetensors (written by the "
+                f"init_checkpoint {path}: cannot read it with weights_only=True ({str(err).splitlines()[0][:160]}); it "
+                "holds pickled objects, so give the stage's weights.safetensors (written by the "
                 "crabzoo.paradigms.modular.StageWeights callback) instead"
             ) from None
         try:
@@ -529,6 +529,9 @@ class SegmentationAVLLM(AVLLM):
             by_task[task][0].append(pred)
             by_task[task][1].append(truth)
         for task, (task_preds, truths) in by_task.items():
+            if task in self.seg_tasks:
+                decoded = sum(isinstance(p, dict) and "mask" in p for p in task_preds) / len(task_preds)
+                self.log(f"{prefix}/{task}/mask_decoded", float(decoded), batch_size=len(task_preds), sync_dist=True)
             if task not in self.val_metrics:
                 self.val_metrics[task] = get_task(task).make_metric().to(self.device)
             self.val_metrics[task].update(task_preds, truths)
