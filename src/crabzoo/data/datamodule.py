@@ -63,6 +63,11 @@ class TaskBatchSampler(torch.utils.data.Sampler[list[int]]):
     """
 
     def __init__(self, task_of: Sequence[str], batch_size: int, shuffle: bool = True, seed: int = 0, drop_last: bool = False) -> None:
+        if isinstance(task_of, torch.utils.data.Sampler):  # Lightning re-instantiating us around its own sampler
+            raise CrabzooError(
+                "crabzoo's task batch samplers shard batches by rank themselves; set "
+                "`trainer.use_distributed_sampler: false` for multi-process runs (see recipes/scale/)"
+            )
         self.task_of = list(task_of)
         self.batch_size = batch_size
         self.shuffle = shuffle
