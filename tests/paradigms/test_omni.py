@@ -95,7 +95,9 @@ def test_crab_plus_placement_on_tiny_thinker(root):
     assert sum(p.numel() for p in model.parameters() if p.requires_grad) == expected["total"]
     # the paradigm's defaults are the thinker's per-group Crab+ targets (AVLLM defers to the backbone)
     assert {g: tuple(v) for g, v in model.default_adapter_targets().items()} == {
-        "llm": LLM, "audio_encoder": ("q_proj", "k_proj", "v_proj"), "visual_encoder": ("gate_proj", "up_proj", "down_proj"),
+        "llm": LLM,
+        "audio_encoder": ("q_proj", "k_proj", "v_proj"),
+        "visual_encoder": ("gate_proj", "up_proj", "down_proj"),
     }
 
 
@@ -142,7 +144,7 @@ def test_processor_layout_and_labels(plain, root, task, layout):
     n_audio = dict((ph, n) for _, ph, n in layout)["<|AUDIO|>"]
     assert int(item["inputs"]["feature_attention_mask"].sum()) == n_audio * 4
     grid = item["inputs"]["image_grid_thw" if task == "s4" else "video_grid_thw"].tolist()
-    assert grid == [[1, 4, 4]] if task == "s4" else grid == [[20 // 2 if task == "a2v" else 5, 4, 4]]
+    assert grid == {"ks": [[5, 4, 4]], "s4": [[1, 4, 4]], "a2v": [[10, 4, 4]]}[task]
 
 
 def test_collate_pads_training_right_and_prompts_left(plain, root):
@@ -161,7 +163,8 @@ def test_collate_pads_training_right_and_prompts_left(plain, root):
         assert int(inputs["attention_mask"][b].sum()) == n and bool((inputs["input_ids"][b, n:] == pad).all())
         m = items[b]["prompt"]["input_ids"].shape[1]
         assert int(prompt["attention_mask"][b].sum()) == m
-        assert torch.equal(prompt["input_ids"][b, prompt["input_ids"].shape[1] - m :], items[b]["prompt"]["input_ids"][0])
+        width = prompt["input_ids"].shape[1]
+        assert torch.equal(prompt["input_ids"][b, width - m :], items[b]["prompt"]["input_ids"][0])
     assert inputs["image_grid_thw"].tolist() == [[1, 4, 4], [1, 4, 4]] and inputs["input_features"].shape[0] == 2
     out = plain(batch)
     assert out["per_sample"].shape == (2,) and torch.isfinite(out["loss"])
