@@ -55,3 +55,14 @@ def test_tiny_paradigm_fits_and_reports(paradigm, avsynth_root, tmp_path):
     assert (version / "config.yaml").is_file() and (version / "metrics.csv").is_file()
     assert list((version / "checkpoints").glob("*.ckpt"))
     assert (version / "results.md").read_text().startswith("# fit results")
+    # I-LoRA router telemetry: mean gate per task x layer x head, saved at validation, drawn by `crabzoo plot routes`
+    (telemetry,) = version.glob("router_telemetry/*.json")
+    summary = json.loads(telemetry.read_text())
+    assert set(summary["tasks"]) == {"ks", "s4"}
+    gates = next(iter(summary["mean_gate"]["ks"].values()))
+    assert len(gates) == 3 and abs(sum(gates) - 1) < 1e-5
+    if paradigm.stem == "mlp":
+        from crabzoo.adapters.plot import main as plot_main
+
+        plot_main(["routes", str(version), "--out", str(tmp_path / "plots")])
+        assert list((tmp_path / "plots").glob("*.png"))

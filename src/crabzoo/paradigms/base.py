@@ -310,11 +310,18 @@ class AVLLM(L.LightningModule):
         ids = torch.tensor([index.get(t, 0) for t in batch["tasks"]], device=self.device)
         self.adapter.set_task_ids(ids)
 
+    @property
+    def telemetry(self) -> Any:
+        """The adapter's router telemetry (I-LoRA), or ``None``."""
+        return getattr(self.adapter, "telemetry", None)
+
     def forward(self, batch: dict[str, Any]) -> dict[str, Tensor]:
         """Teacher-forced pass: ``{"loss", "per_sample"}`` (mean token loss per sample)."""
         self._set_task_ids(batch)
         media = self.media_embeddings(batch)
         inputs, attention, labels = self.splice(batch["input_ids"], batch["labels"], media)
+        if self.telemetry is not None and self.telemetry.enabled:
+            self.telemetry.start(list(batch["tasks"]), mask=attention)
         positions = (attention.cumsum(-1) - 1).clamp(min=0)
         logits = self.backbone(inputs, attention, positions)
         shift_logits = logits[:, :-1].float()
@@ -366,7 +373,12 @@ class AVLLM(L.LightningModule):
             return
         from crabzoo.tasks import get_task
 
+        recording = self.telemetry is not None and self.telemetry.enabled
+        if recording:  # gates are averaged over the teacher-forced pass only
+            self.telemetry.disable()
         texts = self.generate(batch)
+        if recording:
+            self.telemetry.enable()
         by_task: dict[str, tuple[list, list]] = defaultdict(lambda: ([], []))
         for task, text, truth in zip(batch["tasks"], texts, batch["truths"]):
             preds, truths = by_task[task]
@@ -404,8 +416,21 @@ class AVLLM(L.LightningModule):
         if results:
             self.results = results
 
+    def on_validation_epoch_start(self) -> None:
+        if self.telemetry is not None:
+            self.telemetry.reset()
+            self.telemetry.enable()
+
     def on_validation_epoch_end(self) -> None:
         self._compute_metrics("val")
+        if self.telemetry is None:
+            return
+        self.telemetry.disable()
+        if self._trainer is not None and self.trainer.is_global_zero and not self.trainer.sanity_checking:
+            from pathlib import Path
+
+            run_dir = Path(self.trainer.log_dir or self.trainer.default_root_dir)
+            self.telemetry.save(run_dir / "router_telemetry" / f"step={self.global_step:06d}.json")
 
     def on_test_epoch_end(self) -> None:
         self._compute_metrics("test")
