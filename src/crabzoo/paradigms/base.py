@@ -82,6 +82,8 @@ class AVLLM(L.LightningModule):
         max_target_tokens: Training targets are truncated to this many tokens (the EOS token is kept).
         generate_val: Generate and score at validation (the loss is always computed).
         task_names: Task order for task-routed adapters (defaults to the datamodule's tasks).
+        init_checkpoint: Weights of an earlier training stage to start from (e.g. Crab's stage-1 connectors):
+            the ``weights.safetensors`` that :class:`~crabzoo.paradigms.modular.StageWeights` writes.
     """
 
     stream_connectors: bool = True
@@ -103,6 +105,7 @@ class AVLLM(L.LightningModule):
         max_target_tokens: int = 256,
         generate_val: bool = True,
         task_names: Sequence[str] | None = None,
+        init_checkpoint: str | None = None,
     ) -> None:
         super().__init__()
         save_config(self)
@@ -132,6 +135,45 @@ class AVLLM(L.LightningModule):
         self._freeze()
         if adapter is not None:
             adapter.apply(self.module_groups(), self.default_adapter_targets())
+        if init_checkpoint is not None:
+            self.load_stage(init_checkpoint)
+
+    def load_stage(self, path: str) -> None:
+        """Load the weights an earlier stage wrote (see :class:`StageWeights`).
+
+        ``path`` is a ``.safetensors`` file, or a file read with ``torch.load(weights_only=True)`` holding
+        ``{"state_dict": ...}`` (a Lightning checkpoint whose hyper-parameters are plain data) or a state dict.
+        Parameters the file lacks keep their values (frozen modules come from their own checkpoints; modules new
+        in this stage keep their initialisation).
+
+        Raises:
+            CrabzooError: unreadable file, names this model does not have, or shapes that differ.
+        """
+        import pickle
+
+        try:
+            if str(path).endswith(".safetensors"):
+                from safetensors.torch import load_file
+
+                state = load_file(str(path))
+            else:
+                state = torch.load(path, map_location="cpu", weights_only=True)
+                state = state.get("state_dict", state)
+        except (OSError, RuntimeError, pickle.UnpicklingError) as err:
+            raise CrabzooError(
+                f"init_checkpoint {path}: cannot read it with weights_only=True ({str(err).splitlines()[0][:160]}); it "
+                "holds pickled objects, so give the stage's weights.safetensors (written by the "
+                "crabzoo.paradigms.modular.StageWeights callback) instead"
+            ) from None
+        try:
+            _, unexpected = self.load_state_dict(state, strict=False)
+        except RuntimeError as err:
+            raise CrabzooError(f"init_checkpoint {path}: shapes differ from this model ({str(err)[:300]})") from None
+        if unexpected:
+            raise CrabzooError(
+                f"init_checkpoint {path} has weights this model lacks ({unexpected[:4]}); use the same paradigm, "
+                "adapter and backbone options (mask_tokens: true) as the stage that wrote it"
+            )
 
     # ------------------------------------------------------------------ assembly
     def _build_extra(self, width: int) -> None:

@@ -296,42 +296,6 @@ class SegmentationAVLLM(AVLLM):
             if module is not None:
                 module.requires_grad_(True)
 
-    def load_stage(self, path: str) -> None:
-        """Load the weights an earlier stage wrote (see :class:`StageWeights`).
-
-        ``path`` is a ``.safetensors`` file, or a file read with ``torch.load(weights_only=True)`` holding
-        ``{"state_dict": ...}`` (a Lightning checkpoint whose hyper-parameters are plain data) or a state dict. Parameters the file lacks keep their values (frozen
-        modules come from their own checkpoints; the new mask decoder keeps its initialisation).
-
-        Raises:
-            CrabzooError: unreadable file, names this model does not have, or shapes that differ.
-        """
-        import pickle
-
-        try:
-            if str(path).endswith(".safetensors"):
-                from safetensors.torch import load_file
-
-                state = load_file(str(path))
-            else:
-                state = torch.load(path, map_location="cpu", weights_only=True)
-                state = state.get("state_dict", state)
-        except (OSError, RuntimeError, pickle.UnpicklingError) as err:
-            raise CrabzooError(
-                f"init_checkpoint {path}: cannot read it with weights_only=True ({str(err).splitlines()[0][:160]}); it "
-                "holds pickled objects, so give the stage's weights.safetensors (written by the "
-                "crabzoo.paradigms.modular.StageWeights callback) instead"
-            ) from None
-        try:
-            _, unexpected = self.load_state_dict(state, strict=False)
-        except RuntimeError as err:
-            raise CrabzooError(f"init_checkpoint {path}: shapes differ from this model ({str(err)[:300]})") from None
-        if unexpected:
-            raise CrabzooError(
-                f"init_checkpoint {path} has weights this model lacks ({unexpected[:4]}); use the same paradigm, "
-                "adapter and backbone options (mask_tokens: true) as the stage that wrote it"
-            )
-
     def make_processor(self) -> MaskProcessor:
         """A :class:`MaskProcessor` with this model's suffix, tasks and mask size."""
         return MaskProcessor(
