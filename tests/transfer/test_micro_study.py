@@ -48,6 +48,7 @@ def test_micro_study_runs_resumes_and_reports(avsynth_root, tmp_path, capsys):
     assert shares["dataset"]["n"] == 2
     assert (tmp_path / "study" / "heatmap.png").is_file() and (tmp_path / "study" / "delta_mlp.png").is_file()
     assert "Share of tasks with positive transfer" in out
+    assert list((tmp_path / "study" / "routes").glob("mlp_ilora_seed0*.png"))  # the I-LoRA router heat-maps
     # a second invocation skips the three finished runs
     main(["--config", str(study)])
     assert capsys.readouterr().out.count("done, skipped") == 3

@@ -69,3 +69,13 @@ def test_unpaired_seeds_and_parse_counts_are_ignored():
 def test_markdown_lists_failures():
     text = markdown([], [], ["p/ilora/all/seed0: see FAILED.json"])
     assert "## Failed runs" in text and "p/ilora/all/seed0" in text
+
+
+def test_route_plots_skip_runs_without_a_router(tmp_path):
+    from crabzoo.transfer.report import plot_routes
+    from crabzoo.transfer.study import Run
+
+    (tmp_path / "lora").mkdir()
+    runs = [Run("p", "lora", ("ks", "ave"), 0, tmp_path / "lora", ("crabzoo", "fit")),
+            Run("p", "single", ("ks",), 0, tmp_path / "missing", ("crabzoo", "fit"))]
+    assert plot_routes(runs, "single", tmp_path / "out") == []

@@ -261,5 +261,25 @@ def write_report(runs: list[Any], reference: str, out_dir: Path) -> dict[str, An
     }
     atomic_write_text(out_dir / "report.json", json.dumps(payload, indent=2))
     atomic_write_text(out_dir / "report.md", markdown(deltas, share_rows, failures))
-    payload["plots"] = [str(p) for p in plot(deltas, out_dir)]
+    payload["plots"] = [str(p) for p in plot(deltas, out_dir)] + [str(p) for p in plot_routes(runs, reference, out_dir)]
     return payload
+
+
+def plot_routes(runs: list[Any], reference: str, out_dir: Path) -> list[Path]:
+    """Router heat-maps (mean gate per task x layer x head) of every multi-task run that recorded them."""
+    from crabzoo.adapters.plot import find_telemetry, plot_summary
+    from crabzoo.errors import CrabzooError
+
+    written: list[Path] = []
+    for run in runs:
+        if run.regime == reference or not run.directory.is_dir():
+            continue
+        try:
+            found = find_telemetry(run.directory)
+        except CrabzooError:  # e.g. a LoRA run: no router
+            continue
+        newest = max(found, key=lambda p: p.stat().st_mtime)
+        (out_dir / "routes").mkdir(parents=True, exist_ok=True)
+        stem = out_dir / "routes" / f"{run.paradigm}_{run.regime}_seed{run.seed}"
+        written += plot_summary(json.loads(newest.read_text()), stem)
+    return written
