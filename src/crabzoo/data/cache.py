@@ -89,7 +89,13 @@ class FeatureCache:
         self._fingerprints[id(encoder)] = (encoder, value)
         return value
 
-    def key(self, encoder: Any, sample_id: str, policy: Mapping[str, Any] | str | None = None) -> CacheKey:
+    def key(
+        self,
+        encoder: Any,
+        sample_id: str,
+        policy: Mapping[str, Any] | str | None = None,
+        fingerprint: str | None = None,
+    ) -> CacheKey:
         """The key of one sample's features.
 
         Args:
@@ -97,22 +103,23 @@ class FeatureCache:
                 and ``preprocess_config()``).
             sample_id: The sample's id (unique within the data set).
             policy: How the media was cropped/sampled (task media policy: frames, audio windows, ...).
+            fingerprint: The encoder's fingerprint when already known (data workers receive it precomputed).
         """
         name = type(encoder).__name__
         pre = encoder.preprocess_config() if hasattr(encoder, "preprocess_config") else {}
         digest = _digest({"sample": str(sample_id), "policy": policy, "preprocess": pre})
-        return CacheKey(name, self.fingerprint(encoder), digest)
+        return CacheKey(name, fingerprint or self.fingerprint(encoder), digest)
 
-    def path(self, key: CacheKey) -> Path:
-        """The file of an entry."""
-        return self.root / key.relpath
+    def path(self, key: CacheKey | str) -> Path:
+        """The file of an entry (``key`` may also be a :attr:`CacheKey.relpath` string)."""
+        return self.root / (key if isinstance(key, str) else key.relpath)
 
     # ------------------------------------------------------------------ entries
-    def contains(self, key: CacheKey) -> bool:
+    def contains(self, key: CacheKey | str) -> bool:
         """Whether an entry exists (no read)."""
         return self.path(key).is_file()
 
-    def get_entry(self, key: CacheKey) -> dict[str, Any] | None:
+    def get_entry(self, key: CacheKey | str) -> dict[str, Any] | None:
         """All tensors of an entry (``features`` and any extras), or ``None`` on a miss or unreadable file."""
         from safetensors.torch import load_file
 
@@ -124,12 +131,12 @@ class FeatureCache:
         except Exception:  # an unreadable entry is a miss; the next put replaces it
             return None
 
-    def get(self, key: CacheKey) -> Any:
+    def get(self, key: CacheKey | str) -> Any:
         """The cached features tensor, or ``None``."""
         entry = self.get_entry(key)
         return None if entry is None else entry.get(FEATURES)
 
-    def put(self, key: CacheKey, tensor: Any, **extra: Any) -> Path:
+    def put(self, key: CacheKey | str, tensor: Any, **extra: Any) -> Path:
         """Store features (and optional extra tensors, e.g. ``timestamps``) atomically.
 
         Args:
@@ -149,7 +156,7 @@ class FeatureCache:
         fd, tmp = tempfile.mkstemp(dir=file.parent, prefix=".", suffix=".tmp")
         os.close(fd)
         try:
-            save_file(data, tmp, metadata={"encoder": key.encoder, "fingerprint": key.fingerprint})
+            save_file(data, tmp, metadata={"entry": key if isinstance(key, str) else key.relpath})
             os.replace(tmp, file)
         finally:
             if os.path.exists(tmp):

@@ -4,11 +4,17 @@
 encoders' ``preprocess`` and tokenises the chat (prompt with the backbone's template, target + EOS). Its
 ``collate`` pads media along time (with a mask) and keeps token ids unpadded: the paradigm splices media
 embeddings into them and pads after splicing.
+
+With a :class:`~crabzoo.data.cache.FeatureCache`, the processor looks each sample's frozen-encoder features up
+before decoding anything: a hit skips decode, crop, preprocess and encode (the item carries ``features``); a miss
+is processed as usual and carries its ``cache_key``, and the paradigm stores the features it computes under that
+key (:meth:`crabzoo.paradigms.base.AVLLM.encode_raw`).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -55,6 +61,7 @@ class Processor:
         system_prompt: Optional system turn.
         max_target_tokens: Targets are truncated to this many tokens before the EOS token.
         loader: Media decoder (defaults to :class:`crabzoo.data.media.MediaLoader`).
+        feature_cache: Cache of frozen-encoder features (``None``: always decode and encode).
     """
 
     backbone: Any
@@ -63,13 +70,29 @@ class Processor:
     system_prompt: str | None = None
     max_target_tokens: int = 256
     loader: Any = None
+    feature_cache: Any = None
     _prompt_cache: dict[tuple, list[int]] = field(default_factory=dict, repr=False)
+    _fingerprints: dict[str, str] = field(default_factory=dict, repr=False)
 
     def __post_init__(self) -> None:
         if self.loader is None:
             from crabzoo.data.media import MediaLoader
 
             self.loader = MediaLoader()
+        self.fingerprint_encoders()
+
+    def fingerprint_encoders(self) -> None:
+        """(Re)compute the encoders' fingerprints for the cache keys, in the main process, not in every worker.
+
+        The paradigm calls it again once checkpoint weights are restored, before data workers start.
+        """
+        if self.feature_cache is not None:
+            self._fingerprints = {stream: str(encoder.fingerprint()) for stream, encoder in self.encoders().items()}
+
+    def encoders(self) -> dict[str, Any]:
+        """The encoders in use, by stream (``audio``, ``visual``)."""
+        pairs = (("audio", self.audio_encoder), ("visual", self.visual_encoder))
+        return {stream: encoder for stream, encoder in pairs if encoder is not None}
 
     def prompt_ids(self, sample: Sample, task: Any) -> list[int]:
         """Token ids of the rendered prompt (system + user turn + generation prompt)."""
@@ -89,19 +112,42 @@ class Processor:
         ids = tok(target, add_special_tokens=False)["input_ids"][: self.max_target_tokens]
         return ids + [tok.eos_token_id]
 
-    def media(self, sample: Sample, task: Any) -> dict[str, dict[str, Tensor]]:
-        """Decoded, cropped and preprocessed media per stream (raises MediaError on corrupt media)."""
+    def media(self, sample: Sample, task: Any) -> dict[str, dict[str, Any]]:
+        """Per stream: cached features, or decoded, cropped and preprocessed media (raises MediaError on corrupt media).
+
+        A cache hit gives ``{"features", "timestamps", "extra"}``; otherwise ``{"inputs", "timestamps"}``, plus
+        ``cache_key`` (the entry to fill) when a cache is in use.
+        """
+        encoders = self.encoders()
+        out: dict[str, dict[str, Any]] = {}
+        keys: dict[str, str] = {}
+        policy = media_policy(sample, task) if self.feature_cache is not None else None
+        if policy is not None:
+            for stream, encoder in encoders.items():
+                key = self.feature_cache.key(encoder, sample.id, policy, fingerprint=self._fingerprints.get(stream))
+                entry = self.feature_cache.get_entry(key)
+                if entry is not None and "timestamps" in entry:
+                    out[stream] = {
+                        "features": entry["features"],
+                        "timestamps": entry["timestamps"].float(),
+                        "extra": {int(k.split(".", 1)[1]): v for k, v in entry.items() if k.startswith("layer.")},
+                    }
+                else:
+                    keys[stream] = key.relpath
+        if all(stream in out for stream in encoders):
+            return out
         clips = task.load_media(sample, self.loader)
-        out: dict[str, dict[str, Tensor]] = {}
-        for stream, encoder in (("audio", self.audio_encoder), ("visual", self.visual_encoder)):
+        for stream, encoder in encoders.items():
             clip = clips.get(stream)
-            if encoder is None or clip is None:
+            if stream in out or clip is None:
                 continue
             times = clip.starts if stream == "audio" else clip.timestamps
             out[stream] = {
                 "inputs": encoder.preprocess(clip),
                 "timestamps": torch.as_tensor(times, dtype=torch.float32),
             }
+            if stream in keys:
+                out[stream]["cache_key"] = keys[stream]
         return out
 
     def __call__(self, sample: Sample) -> dict[str, Any]:
@@ -141,22 +187,62 @@ class Processor:
             "media": {},
             "n_skipped": len(items) - len(kept),
         }
+        batch["features"] = {}
         streams = sorted({s for it in kept for s in it["media"]})
         for stream in streams:
             present = [it["media"].get(stream) for it in kept]
             if any(p is None for p in present):
                 missing = [it["id"] for it, p in zip(kept, present) if p is None]
                 raise ValueError(f"samples {missing} lack {stream} media while others in the batch have it")
-            steps = max(p["inputs"].shape[0] for p in present)
-            first = present[0]["inputs"]
-            inputs = first.new_zeros((len(present), steps, *first.shape[1:]))
+            lengths = [(p["inputs"] if "inputs" in p else p["features"]).shape[0] for p in present]
+            steps = max(lengths)
             times = torch.zeros(len(present), steps)
             mask = torch.zeros(len(present), steps, dtype=torch.bool)
-            for b, p in enumerate(present):
-                t = p["inputs"].shape[0]
-                inputs[b, :t] = p["inputs"]
+            for b, (p, t) in enumerate(zip(present, lengths)):
                 times[b, :t] = p["timestamps"]
                 mask[b, :t] = True
-            batch["media"][stream] = {"inputs": inputs, "timestamps": times, "mask": mask}
+            entry: dict[str, Any] = {"timestamps": times, "mask": mask}
+            fresh = [p["inputs"] for p in present if "inputs" in p]
+            if fresh:  # rows of the samples without cached features, in batch order
+                entry["inputs"] = _pad_time(fresh, steps)
+            hit = [("features" in p) for p in present]
+            if any(hit):
+                zeros = next(p for p in present if "features" in p)
+                tokens = [p["features"] if "features" in p else zeros["features"][:0] for p in present]
+                extra = {
+                    i: _pad_time([p["extra"][i] if "features" in p else x[:0] for p in present], steps)
+                    for i, x in zeros["extra"].items()
+                }
+                entry["cached"] = torch.tensor(hit)
+                batch["features"][stream] = {"tokens": _pad_time(tokens, steps), "extra": extra}
+            keys = [p.get("cache_key") for p in present]
+            if any(keys):
+                entry["cache_keys"] = keys
+            batch["media"][stream] = entry
         return batch
+
+
+def _pad_time(rows: list[Tensor], steps: int) -> Tensor:
+    """Stack ``(t, ...)`` tensors into ``(B, steps, ...)``, zero-padded along time."""
+    out = rows[0].new_zeros((len(rows), steps, *rows[0].shape[1:]))
+    for b, row in enumerate(rows):
+        out[b, : row.shape[0]] = row
+    return out
+
+
+def media_policy(sample: Sample, task: Any) -> dict[str, Any] | None:
+    """What, besides the encoder and the sample id, decides a sample's features: a feature-cache key part.
+
+    The task and split (each task crops and samples media its own way), the task's frame count, and every
+    media file's path, size and modification time, so regenerated or replaced media are never served stale
+    features. ``None`` when a file cannot be read (the sample is then decoded, and fails, as usual).
+    """
+    files = []
+    for path in [*sample.video, *sample.audio]:
+        try:
+            st = Path(path).stat()
+        except OSError:
+            return None
+        files.append([str(path), st.st_size, st.st_mtime_ns])
+    return {"task": sample.task, "split": sample.split, "policy": type(task).__qualname__, "frames": getattr(task, "frames", None), "files": files}
 

@@ -85,13 +85,19 @@ class MediaEncoder(nn.Module, ABC):
     def fingerprint(self) -> str:
         """A stable hash of the class, config and weights; a feature-cache key part.
 
-        The default hashes the class path, ``extra_repr`` and every parameter/buffer's name, shape and a
-        cheap content digest. Override when a cheaper exact identity exists (e.g. a checkpoint hash).
+        The default hashes the class path, :meth:`preprocess_config`, the encoder's own plain-data attributes
+        (its configuration, e.g. the selected ``layers``) and every parameter/buffer's name, shape and a cheap
+        content digest. Override when a cheaper exact identity exists (e.g. a checkpoint hash).
         """
         h = hashlib.sha256()
         h.update(f"{type(self).__module__}.{type(self).__qualname__}".encode())
         h.update(json.dumps(self.preprocess_config(), sort_keys=True, default=str).encode())
+        plain = (bool, int, float, str, tuple, list, dict, type(None))
+        config = {k: v for k, v in vars(self).items() if not k.startswith("_") and k != "training" and isinstance(v, plain)}
+        h.update(json.dumps(config, sort_keys=True, default=str).encode())
         for name, t in list(self.state_dict().items()):
+            if hasattr(t, "full_tensor"):  # a sharded (FSDP2) parameter: every rank hashes the whole tensor
+                t = t.full_tensor()
             flat = t.detach().float().reshape(-1)
             h.update(name.encode())
             h.update(str(tuple(t.shape)).encode())

@@ -84,6 +84,12 @@ class AVLLM(L.LightningModule):
         task_names: Task order for task-routed adapters (defaults to the datamodule's tasks).
         init_checkpoint: Weights of an earlier training stage to start from (e.g. Crab's stage-1 connectors):
             the ``weights.safetensors`` that :class:`~crabzoo.paradigms.modular.StageWeights` writes.
+        feature_cache: Directory of an on-disk cache of the frozen encoders' outputs
+            (:class:`~crabzoo.data.cache.FeatureCache`), shared by every run that names it: each sample is
+            decoded and encoded once, later epochs and runs read its features. Needs frozen encoders.
+
+    Frozen encoders (not in ``train_groups`` and without trainable adapter weights) stay in eval mode while the
+    model trains: they are fixed feature extractors, so dropout and layer drop stay off.
     """
 
     stream_connectors: bool = True
@@ -106,6 +112,7 @@ class AVLLM(L.LightningModule):
         generate_val: bool = True,
         task_names: Sequence[str] | None = None,
         init_checkpoint: str | None = None,
+        feature_cache: str | None = None,
     ) -> None:
         super().__init__()
         save_config(self)
@@ -132,6 +139,11 @@ class AVLLM(L.LightningModule):
         self.results: dict[str, dict[str, float]] = {}
         self.chance: dict[str, dict[str, float]] = {}
         self._truths: dict[str, list[dict[str, Any]]] = defaultdict(list)
+        self.feature_cache = None
+        if feature_cache is not None:
+            from crabzoo.data.cache import FeatureCache
+
+            self.feature_cache = FeatureCache(feature_cache)
         self._freeze()
         if adapter is not None:
             adapter.apply(self.module_groups(), self.default_adapter_targets())
@@ -231,6 +243,23 @@ class AVLLM(L.LightningModule):
         for name, module in self.module_groups().items():
             module.requires_grad_(name in self.train_groups)
 
+    def frozen_encoders(self) -> dict[str, nn.Module]:
+        """The encoders that nothing trains, by stream: their outputs are fixed (and cacheable)."""
+        out = {}
+        for stream, name in (("audio", "audio_encoder"), ("visual", "visual_encoder")):
+            encoder = getattr(self, name, None)
+            if encoder is not None and name not in self.train_groups and not any(p.requires_grad for p in encoder.parameters()):
+                out[stream] = encoder
+        return out
+
+    def train(self, mode: bool = True) -> AVLLM:
+        """Set train/eval mode; frozen encoders always stay in eval mode."""
+        super().train(mode)
+        if mode and hasattr(self, "train_groups"):
+            for encoder in self.frozen_encoders().values():
+                encoder.eval()
+        return self
+
     def configure_model(self) -> None:
         """Apply FSDP2 sharding when the strategy provides a device mesh (ModelParallelStrategy)."""
         mesh = getattr(self, "_device_mesh", None)
@@ -250,7 +279,25 @@ class AVLLM(L.LightningModule):
             visual_encoder=self.visual_encoder,
             system_prompt=self.system_prompt,
             max_target_tokens=self.max_target_tokens,
+            feature_cache=self.checked_feature_cache(),
         )
+
+    def checked_feature_cache(self) -> Any:
+        """The feature cache for the processor, after checking that every encoder it would serve is frozen.
+
+        Raises:
+            CrabzooError: an encoder is trained (its features change every step, so caching them is wrong).
+        """
+        if self.feature_cache is None:
+            return None
+        encoders = {s: e for s, e in (("audio", self.audio_encoder), ("visual", self.visual_encoder)) if e is not None}
+        trained = sorted(f"{s}_encoder" for s in encoders if s not in self.frozen_encoders())
+        if trained:
+            raise CrabzooError(
+                f"feature_cache: {', '.join(trained)} is trained (train_groups or adapter weights), so its features "
+                "change every step; freeze it or remove model.init_args.feature_cache"
+            )
+        return self.feature_cache
 
     def setup(self, stage: str) -> None:
         dm = getattr(self.trainer, "datamodule", None)
@@ -265,18 +312,51 @@ class AVLLM(L.LightningModule):
 
     # ------------------------------------------------------------------ forward
     def encode_raw(self, batch: dict[str, Any]) -> dict[str, MediaFeatures]:
-        """Encoder outputs per stream (``{"audio": ..., "visual": ...}``), or cached features when the batch has them."""
+        """Encoder outputs per stream (``{"audio": ..., "visual": ...}``).
+
+        Cached features in ``batch["features"]`` are used as they are; the samples without them (``inputs``
+        rows) are encoded, and stored in the feature cache when the batch names their ``cache_keys``.
+        """
         out: dict[str, MediaFeatures] = {}
         for stream, encoder in (("audio", self.audio_encoder), ("visual", self.visual_encoder)):
             if encoder is None or stream not in batch["media"]:
                 continue
             media = batch["media"][stream]
             cached = batch.get("features", {}).get(stream)
-            if cached is not None:
-                out[stream] = MediaFeatures(cached, media["timestamps"], media["mask"])
+            if cached is None:
+                feats = encoder(media["inputs"], media["timestamps"], media["mask"])
             else:
-                out[stream] = encoder(media["inputs"], media["timestamps"], media["mask"])
+                feats = self._merge_cached(encoder, media, cached)
+            if media.get("cache_keys") and self.feature_cache is not None:
+                self._store_features(media, feats)
+            out[stream] = feats
         return out
+
+    @staticmethod
+    def _merge_cached(encoder: nn.Module, media: dict[str, Any], cached: Tensor | dict[str, Any]) -> MediaFeatures:
+        """Cached rows as read, the other rows (``~media["cached"]``) encoded from ``media["inputs"]``."""
+        if isinstance(cached, Tensor):
+            cached = {"tokens": cached}
+        tokens, extra = cached["tokens"], dict(cached.get("extra", {}))
+        hit = media.get("cached")
+        if hit is None or bool(hit.all()):
+            return MediaFeatures(tokens, media["timestamps"], media["mask"], extra)
+        rows = (~hit).nonzero().flatten()
+        fresh = encoder(media["inputs"], media["timestamps"][rows], media["mask"][rows])
+        tokens = tokens.to(fresh.tokens.dtype).index_copy(0, rows, fresh.tokens)
+        for i, x in fresh.extra_layers.items():
+            if i in extra:
+                extra[i] = extra[i].to(x.dtype).index_copy(0, rows, x)
+        return MediaFeatures(tokens, media["timestamps"], media["mask"], {i: extra[i] for i in fresh.extra_layers if i in extra})
+
+    def _store_features(self, media: dict[str, Any], feats: MediaFeatures) -> None:
+        """Write the freshly encoded samples' features (valid time steps only) into the feature cache."""
+        for b, key in enumerate(media["cache_keys"]):
+            if key is None:
+                continue
+            t = int(media["mask"][b].sum())
+            extra = {f"layer.{i}": x[b, :t] for i, x in feats.extra_layers.items()}
+            self.feature_cache.put(key, feats.tokens[b, :t], timestamps=media["timestamps"][b, :t], **extra)
 
     def encode(self, batch: dict[str, Any]) -> dict[str, MediaFeatures]:
         """Encoder + connector per stream, in LLM width."""
@@ -457,6 +537,26 @@ class AVLLM(L.LightningModule):
             self.chance[task] = dict(get_task(task).chance(self._truths.pop(task, [])) or {})
         if results:
             self.results = results
+
+    def _refresh_cache_keys(self) -> None:
+        """Fingerprint the encoders again once a checkpoint's weights are in place (before data workers start)."""
+        dm = getattr(self._trainer, "datamodule", None) if self._trainer is not None else None
+        processor = getattr(dm, "processor", None)
+        if self.feature_cache is not None and hasattr(processor, "fingerprint_encoders"):
+            processor.fingerprint_encoders()
+
+    def on_fit_start(self) -> None:
+        self._refresh_cache_keys()
+
+    def on_validation_start(self) -> None:
+        if self.trainer.state.fn == "validate":
+            self._refresh_cache_keys()
+
+    def on_test_start(self) -> None:
+        self._refresh_cache_keys()
+
+    def on_predict_start(self) -> None:
+        self._refresh_cache_keys()
 
     def on_validation_epoch_start(self) -> None:
         if self.telemetry is not None:

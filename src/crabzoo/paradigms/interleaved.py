@@ -39,6 +39,7 @@ class InterleavedAVLLM(AVLLM):
         max_target_tokens: Target truncation length.
         generate_val: Generate and score at validation.
         task_names: Task order for task-routed adapters.
+        feature_cache: Directory of the frozen encoders' feature cache (see :class:`~crabzoo.paradigms.base.AVLLM`).
     """
 
     stream_connectors = False
@@ -58,6 +59,7 @@ class InterleavedAVLLM(AVLLM):
         max_target_tokens: int = 256,
         generate_val: bool = True,
         task_names: Sequence[str] | None = None,
+        feature_cache: str | None = None,
     ) -> None:
         if audio_encoder is None or visual_encoder is None:
             raise CrabzooError("the interleaved paradigm needs both model.init_args.audio_encoder and visual_encoder")
@@ -75,6 +77,7 @@ class InterleavedAVLLM(AVLLM):
             max_target_tokens=max_target_tokens,
             generate_val=generate_val,
             task_names=task_names,
+            feature_cache=feature_cache,
         )
 
     def _build_extra(self, width: int) -> None:

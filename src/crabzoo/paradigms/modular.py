@@ -198,6 +198,7 @@ class SegmentationAVLLM(AVLLM):
         max_target_tokens: Target truncation length (the mask suffix is always kept).
         generate_val: Generate and score at validation.
         task_names: Task order for task-routed adapters.
+        feature_cache: Directory of the frozen encoders' feature cache (see :class:`~crabzoo.paradigms.base.AVLLM`).
     """
 
     def __init__(
@@ -224,6 +225,7 @@ class SegmentationAVLLM(AVLLM):
         max_target_tokens: int = 256,
         generate_val: bool = True,
         task_names: Sequence[str] | None = None,
+        feature_cache: str | None = None,
     ) -> None:
         if visual_encoder is None:
             raise CrabzooError("SegmentationAVLLM needs model.init_args.visual_encoder (its extra layers feed the mask decoder)")
@@ -254,6 +256,7 @@ class SegmentationAVLLM(AVLLM):
             max_target_tokens=max_target_tokens,
             generate_val=generate_val,
             task_names=task_names,
+            feature_cache=feature_cache,
         )
         self.mask_token_ids = self._mask_token_ids()
         if train_embeddings:
@@ -307,6 +310,7 @@ class SegmentationAVLLM(AVLLM):
             mask_suffix=self.mask_suffix,
             mask_size=tuple(self.mask_decoder.mask_size),
             seg_tasks=self.seg_tasks,
+            feature_cache=self.checked_feature_cache(),
         )
 
     # ------------------------------------------------------------------ forward
