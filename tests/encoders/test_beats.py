@@ -153,6 +153,15 @@ def test_token_counts_and_preprocess_shapes() -> None:
     assert [model.token_count(n) for n in (98, 198, 48)] == [48, 96, 24]
 
 
+def test_segments_shorter_than_a_patch_are_padded_to_one_patch_row() -> None:
+    model = tiny()
+    # MUSIC-AVQA's 20 virtual seconds on a 10-s clip: 2666-sample segments, 15 fbank frames
+    short = model.preprocess(audio_clip(20, seconds=2666 / 16000))
+    assert short.shape == (20, 16, 128)
+    assert torch.all(short[:, 15:] == 0) and short[:, :15].abs().sum() > 0
+    assert model(short[None]).tokens.shape == (1, 20, 8, 64)
+
+
 def test_relative_position_buckets() -> None:
     rel = torch.tensor([0, 5, -5, 79, -79, 80, -80, -200, 200, -799, -800, -5000])
     # 160 buckets per direction, keys after the query offset by 160; exact below 80, then

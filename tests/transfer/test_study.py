@@ -67,3 +67,36 @@ def test_finished_runs_are_skipped_and_crashes_reported(tmp_path):
     assert run_status(bad) == "failed"
     # a failed run is not retried unless asked
     assert execute([bad], echo=False) == {bad.label: "failed"}
+
+
+def test_runs_share_the_feature_cache_and_validate_once(tmp_path):
+    runs = build_runs(StudyConfig.from_yaml(study_file(tmp_path, feature_cache="cache/features", epochs=3)))
+    for run in runs:
+        cmd = run.command
+        assert cmd[cmd.index("--model.init_args.feature_cache") + 1] == "cache/features"
+        assert cmd[cmd.index("--trainer.check_val_every_n_epoch") + 1] == "3"
+    plain = build_runs(StudyConfig.from_yaml(study_file(tmp_path)))
+    assert all("--model.init_args.feature_cache" not in r.command for r in plain)
+
+
+def test_parallel_jobs_run_together_and_report_each(tmp_path):
+    # each run announces itself, then waits for the other's announcement: only concurrent runs both see it
+    script = (
+        "import sys,time,pathlib; me,other,code=pathlib.Path(sys.argv[1]),pathlib.Path(sys.argv[2]),int(sys.argv[3]); "
+        "me.touch(); t=time.time()\n"
+        "while not other.exists() and time.time()-t<120: time.sleep(0.05)\n"
+        "sys.exit(code if other.exists() else 9)"
+    )
+    flags = {t: str(tmp_path / f"{t}.started") for t in ("ks", "ave")}
+    runs = [
+        Run("p", "single", (t,), 0, tmp_path / t, (sys.executable, "-c", script, flags[t], flags[o], code))
+        for t, o, code in (("ks", "ave", "0"), ("ave", "ks", "4"))
+    ]
+    statuses = execute(runs, echo=False, jobs=2)
+    assert statuses == {runs[0].label: "done", runs[1].label: "failed"}
+    assert json.loads((tmp_path / "ave" / FAILED).read_text())["returncode"] == 4  # its own code, not the timeout's 9
+
+
+def test_jobs_must_be_positive(tmp_path):
+    with pytest.raises(CrabzooError, match="jobs must be at least 1"):
+        StudyConfig.from_yaml(study_file(tmp_path, jobs=0))

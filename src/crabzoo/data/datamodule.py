@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +18,20 @@ from torch.utils.data import DataLoader, Dataset
 
 from crabzoo.data.schema import Sample
 from crabzoo.errors import CrabzooError
+
+
+@contextmanager
+def _exclusive(lock: Path) -> Iterator[None]:
+    """An inter-process lock held while the block runs (an advisory ``flock`` on ``lock``)."""
+    import fcntl
+
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    with open(lock, "a") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
 
 
 class SampleDataset(Dataset):
@@ -128,7 +143,9 @@ class AVUIEDataModule(L.LightningDataModule):
         max_val_per_task: Cap on validation samples per task (``None``: all).
         strict: Fail on malformed records or corrupt media instead of skipping and counting them.
         synth: If set and ``root`` holds no data yet, generate AVSynth there first with these options
-            (e.g. ``{"clips": 400, "seed": 0}``); see ``crabzoo data synth``.
+            (e.g. ``{"clips": 400, "seed": 0}``); see ``crabzoo data synth``. Its ``tasks`` key names the tasks
+            to generate (default: ``tasks``): give the full list when runs that train on different task subsets
+            share one data folder (a transfer study), so that they all read the same data.
         seed: Seed of the batch order.
         mixing: Training task mixing: ``concat`` (every sample once per epoch), ``temperature`` or ``weights``
             (see :class:`crabzoo.data.mixing.TaskMixingSampler`).
@@ -190,7 +207,10 @@ class AVUIEDataModule(L.LightningDataModule):
         if self.synth is not None:
             from crabzoo.data.avsynth import ensure_avsynth
 
-            ensure_avsynth(self.root, tasks=self.tasks, **self.synth)
+            options = dict(self.synth)
+            tasks = options.pop("tasks", self.tasks)
+            with _exclusive(self.root.parent / f".{self.root.name}.lock"):  # runs started together generate once
+                ensure_avsynth(self.root, tasks=tasks, **options)
         if not self.root.exists():
             raise CrabzooError(
                 f"data directory {self.root} does not exist; create it with `crabzoo data synth --out {self.root}` "

@@ -455,6 +455,10 @@ class BEATsEncoder(AudioEncoder):
     def preprocess(self, clip: AudioClip) -> Tensor:
         """Normalised fbank per segment: ``(T, L, 128)`` float32, ``L = 1 + (S - 400) // 160`` (98 per second).
 
+        Segments shorter than one 16-frame patch (about 0.17 s, e.g. MUSIC-AVQA's windows on a 10-s clip) are
+        zero-padded to 16 frames (zero is the normalised mean), so that every segment gives at least one row of
+        patches; the official model fails on them.
+
         Raises:
             CrabzooError: The clip is not 16 kHz or its segments are shorter than one 25-ms window.
         """
@@ -463,7 +467,11 @@ class BEATsEncoder(AudioEncoder):
         segments = np.asarray(clip.segments, dtype=np.float32)
         if segments.ndim != 2 or num_frames(segments.shape[1]) == 0:
             raise CrabzooError(f"BEATsEncoder: segments must be (T, S) with S >= 400 samples, got shape {segments.shape}")
-        return beats_fbank(segments, self.num_mel_bins, self.sample_rate, backend=self.fbank_backend).contiguous()
+        fbank = beats_fbank(segments, self.num_mel_bins, self.sample_rate, backend=self.fbank_backend)
+        short = self.cfg.input_patch_size - fbank.shape[1]
+        if short > 0:
+            fbank = F.pad(fbank, (0, 0, 0, short))
+        return fbank.contiguous()
 
     def token_count(self, frames: int) -> int:
         """Tokens per segment of ``frames`` fbank frames: ``floor(frames / p) * (128 / p)``."""

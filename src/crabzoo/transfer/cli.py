@@ -18,6 +18,7 @@ def main(argv: list[str]) -> None:
     parser.add_argument("--report-only", action="store_true", help="only (re)write the report from finished runs")
     parser.add_argument("--retry-failed", action="store_true", help="run again the runs that failed before")
     parser.add_argument("--only", help="run only the runs whose label contains this text (e.g. 'stc/' or '/seed1')")
+    parser.add_argument("--jobs", type=int, default=None, help="runs executed at the same time (default: the study's `jobs`)")
     args = parser.parse_args(argv)
 
     from crabzoo.transfer.report import write_report
@@ -34,7 +35,7 @@ def main(argv: list[str]) -> None:
         return
     save_plan(config, runs)
     if not args.report_only:
-        execute(runs, retry_failed=args.retry_failed)
+        execute(runs, retry_failed=args.retry_failed, jobs=args.jobs or config.jobs)
     out = Path(config.out)
     payload = write_report(build_runs(config), config.reference, out)
     print((out / "report.md").read_text())

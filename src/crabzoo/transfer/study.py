@@ -9,6 +9,7 @@ scheduler as a list of command lines (``--dry-run``).
 from __future__ import annotations
 
 import json
+import os
 import shlex
 import subprocess
 import sys
@@ -77,6 +78,9 @@ class StudyConfig:
         epochs: Epochs per run when ``budget`` is ``epochs``.
         steps: Optimizer steps per run when ``budget`` is ``steps``.
         args: Extra arguments for every run.
+        feature_cache: Feature-cache directory shared by every run (``model.init_args.feature_cache``): the
+            frozen encoders' outputs are computed once per seed and read by all the runs of that seed.
+        jobs: Runs executed at the same time on this machine (each a ``crabzoo fit`` process).
     """
 
     out: str
@@ -89,6 +93,8 @@ class StudyConfig:
     epochs: int = 1
     steps: int = 100
     args: list[str] = field(default_factory=list)
+    feature_cache: str | None = None
+    jobs: int = 1
 
     @classmethod
     def from_yaml(cls, path: str | Path) -> StudyConfig:
@@ -128,6 +134,8 @@ class StudyConfig:
             raise CrabzooError(f"{where}: exactly one regime must have multitask: false (the single-task reference); found {singles}")
         if not self.tasks:
             raise CrabzooError(f"{where}: tasks is empty")
+        if int(self.jobs) < 1:
+            raise CrabzooError(f"{where}: jobs must be at least 1, not {self.jobs!r}")
 
     @property
     def reference(self) -> str:
@@ -151,10 +159,13 @@ def build_runs(config: StudyConfig, executable: str = "crabzoo") -> list[Run]:
                         cmd += ["--config", c]
                     cmd += ["--data.init_args.tasks", json.dumps(list(tasks)), "--seed_everything", str(seed)]
                     cmd += ["--trainer.default_root_dir", str(directory)]
-                    if config.budget == "epochs":
+                    if config.budget == "epochs":  # validated once, at the end
                         cmd += ["--trainer.max_epochs", str(config.epochs), "--trainer.max_steps", "-1"]
+                        cmd += ["--trainer.check_val_every_n_epoch", str(config.epochs)]
                     else:
                         cmd += ["--trainer.max_steps", str(config.steps), "--trainer.max_epochs", "-1"]
+                    if config.feature_cache:
+                        cmd += ["--model.init_args.feature_cache", str(config.feature_cache)]
                     cmd += [*regime.args, *config.args]
                     runs.append(Run(paradigm, regime.name, tasks, seed, directory, tuple(cmd)))
     return runs
@@ -189,44 +200,63 @@ def _write_json(path: Path, payload: dict[str, Any]) -> None:
     atomic_write_text(path, json.dumps(payload, indent=2, default=str))
 
 
-def execute(runs: list[Run], retry_failed: bool = False, echo: bool = True) -> dict[str, str]:
-    """Run every unfinished run in order; return ``label -> status`` after execution.
+def execute(runs: list[Run], retry_failed: bool = False, echo: bool = True, jobs: int = 1) -> dict[str, str]:
+    """Run every unfinished run; return ``label -> status`` after execution.
 
     Finished runs are skipped; a run with a checkpoint resumes from it (``--ckpt_path last``); a crash is
-    recorded in the run's ``FAILED.json`` and the study goes on.
+    recorded in the run's ``FAILED.json`` and the study goes on. ``jobs`` runs execute at the same time, each
+    with ``cpu_count // jobs`` CPU threads unless ``OMP_NUM_THREADS`` is set.
     """
-    statuses = {}
+    from concurrent.futures import ThreadPoolExecutor
+
+    statuses: dict[str, str] = {}
+    todo: list[tuple[int, Run, str]] = []
     for i, run in enumerate(runs, 1):
         status = run_status(run)
         if status == "done" or (status == "failed" and not retry_failed):
             statuses[run.label] = status
             if echo:
                 print(f"[{i}/{len(runs)}] {run.label}: {status}, skipped")
-            continue
-        run.directory.mkdir(parents=True, exist_ok=True)
-        (run.directory / FAILED).unlink(missing_ok=True)
-        cmd = list(run.command)
-        if status == "partial":
-            cmd += ["--ckpt_path", str(last_checkpoint(run.directory))]
-        if cmd[0] == "crabzoo":
-            cmd = [sys.executable, "-m", "crabzoo.cli", *cmd[1:]]
+        else:
+            todo.append((i, run, status))
+
+    def one(item: tuple[int, Run, str]) -> tuple[str, str]:
+        i, run, status = item
         if echo:
             print(f"[{i}/{len(runs)}] {run.label}: {'resuming' if status == 'partial' else 'running'}", flush=True)
-        start = time.time()
-        log = run.directory / "stdout.log"
-        with open(log, "w") as fh:
-            proc = subprocess.run(cmd, stdout=fh, stderr=subprocess.STDOUT)
-        record = {"label": run.label, "command": shlex.join(run.command), "seconds": round(time.time() - start, 1), "returncode": proc.returncode}
-        if proc.returncode == 0:
-            _write_json(run.directory / DONE, record)
-            statuses[run.label] = "done"
-        else:
-            record["output_tail"] = log.read_text()[-4000:]
-            _write_json(run.directory / FAILED, record)
-            statuses[run.label] = "failed"
-            if echo:
-                print(f"    failed (exit {proc.returncode}); see {log}")
+        result = _execute_one(run, status, threads)
+        if echo and result == "failed":
+            print(f"    {run.label} failed; see {run.directory / 'stdout.log'}", flush=True)
+        return run.label, result
+
+    threads = None if jobs <= 1 or "OMP_NUM_THREADS" in os.environ else max(1, (os.cpu_count() or 1) // jobs)
+    with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
+        for label, result in pool.map(one, todo):
+            statuses[label] = result
     return statuses
+
+
+def _execute_one(run: Run, status: str, threads: int | None = None) -> str:
+    """One ``crabzoo fit`` subprocess, its output in ``stdout.log``, its outcome in ``DONE.json``/``FAILED.json``."""
+    run.directory.mkdir(parents=True, exist_ok=True)
+    (run.directory / FAILED).unlink(missing_ok=True)
+    cmd = list(run.command)
+    if status == "partial":
+        cmd += ["--ckpt_path", str(last_checkpoint(run.directory))]
+    if cmd[0] == "crabzoo":
+        cmd = [sys.executable, "-m", "crabzoo.cli", *cmd[1:]]
+    start = time.time()
+    log = run.directory / "stdout.log"
+    with open(log, "w") as fh:
+        env = None if threads is None else {**os.environ, "OMP_NUM_THREADS": str(threads)}
+        proc = subprocess.run(cmd, stdout=fh, stderr=subprocess.STDOUT, env=env)
+    record = {"label": run.label, "command": shlex.join(run.command), "seconds": round(time.time() - start, 1), "returncode": proc.returncode}
+    if proc.returncode == 0:
+        _write_json(run.directory / DONE, record)
+        return "done"
+    record["output_tail"] = log.read_text()[-4000:]
+    _write_json(run.directory / FAILED, record)
+    return "failed"
 
 
 def save_plan(config: StudyConfig, runs: list[Run]) -> None:
