@@ -79,3 +79,19 @@ def test_route_plots_skip_runs_without_a_router(tmp_path):
     runs = [Run("p", "lora", ("ks", "ave"), 0, tmp_path / "lora", ("crabzoo", "fit")),
             Run("p", "single", ("ks",), 0, tmp_path / "missing", ("crabzoo", "fit"))]
     assert plot_routes(runs, "single", tmp_path / "out") == []
+
+
+def test_scores_table_shows_chance_regimes_and_parse_rates():
+    from crabzoo.transfer.report import compute_deltas, markdown, score_rows, shares
+
+    info = lambda task: ({"accuracy": True}, "accuracy")  # noqa: E731
+    single = {("p", "ks", s): {"accuracy": a, "n_total": 10, "n_parsed": 5} for s, a in ((0, 0.2), (1, 0.4))}
+    multi = {("p", "ilora", "ks", s): {"accuracy": a, "n_total": 10, "n_parsed": 10} for s, a in ((0, 0.5), (1, 0.7))}
+    deltas = compute_deltas(single, multi, info)
+    rows = score_rows(deltas, single, multi, {("ks", "accuracy"): 1 / 6})
+    assert len(rows) == 1
+    row = rows[0]
+    assert row["chance"] == 1 / 6 and abs(row["single"] - 0.3) < 1e-12 and abs(row["multi"]["ilora"] - 0.6) < 1e-12
+    assert row["single_parsed"] == 0.5 and row["parsed"]["ilora"] == 1.0
+    text = markdown(deltas, shares(deltas), [], rows)
+    assert "| p | ks | accuracy | 0.167 | 0.3 | 0.6 | 50% / 100% |" in text

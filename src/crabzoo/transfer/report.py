@@ -147,8 +147,56 @@ def shares(deltas: list[Delta]) -> list[dict[str, Any]]:
     return rows
 
 
-def markdown(deltas: list[Delta], share_rows: list[dict[str, Any]], failures: list[str]) -> str:
-    """The report as Markdown: the shares first, then every Δ."""
+def score_rows(
+    deltas: list[Delta],
+    single: dict[tuple[str, str, int], dict[str, float]],
+    multi: dict[tuple[str, str, str, int], dict[str, float]],
+    chance: dict[tuple[str, str], float],
+) -> list[dict[str, Any]]:
+    """Per (paradigm, task): the primary metric's chance level and mean score per regime, and parse rates.
+
+    The absolute scores say whether a Δ compares models that learned the task at all (near chance, a Δ means
+    little).
+    """
+
+    def parsed(tables: list[dict[str, float]]) -> float | None:
+        rates = [t["n_parsed"] / t["n_total"] for t in tables if t.get("n_total")]
+        return _mean(rates) if rates else None
+
+    rows: dict[tuple[str, str], dict[str, Any]] = {}
+    for d in deltas:
+        if not d.primary:
+            continue
+        row = rows.setdefault((d.paradigm, d.task), {
+            "paradigm": d.paradigm, "task": d.task, "metric": d.metric, "chance": chance.get((d.task, d.metric)),
+            "single": d.single, "multi": {}, "parsed": {},
+            "single_parsed": parsed([v for (p, t, _), v in single.items() if (p, t) == (d.paradigm, d.task)]),
+        })
+        row["multi"][d.regime] = d.multi
+        row["parsed"][d.regime] = parsed([v for (p, r, t, _), v in multi.items() if (p, r, t) == (d.paradigm, d.regime, d.task)])
+    return [rows[k] for k in sorted(rows)]
+
+
+def _scores_markdown(rows: list[dict[str, Any]]) -> list[str]:
+    regimes = sorted({r for row in rows for r in row["multi"]})
+    fmt = lambda v: "–" if v is None else f"{v:.3g}"  # noqa: E731
+    pct = lambda v: "–" if v is None else f"{v:.0%}"  # noqa: E731
+    out = ["## Scores (primary metric, mean over seeds)", ""]
+    out += ["| paradigm | task | metric | chance | single | " + " | ".join(regimes) + " | parsed: single / " + " / ".join(regimes) + " |"]
+    out += ["|---|---|---|---:|---:|" + "---:|" * len(regimes) + "---|"]
+    for row in rows:
+        parsed = " / ".join([pct(row["single_parsed"])] + [pct(row["parsed"].get(r)) for r in regimes])
+        out.append(
+            f"| {row['paradigm']} | {row['task']} | {row['metric']} | {fmt(row['chance'])} | {fmt(row['single'])} | "
+            + " | ".join(fmt(row["multi"].get(r)) for r in regimes) + f" | {parsed} |"
+        )
+    return out + [""]
+
+
+def markdown(
+    deltas: list[Delta], share_rows: list[dict[str, Any]], failures: list[str], scores: list[dict[str, Any]] | None = None
+) -> str:
+    """The report as Markdown: the shares first, then the absolute scores, then every Δ."""
     out = ["# Transfer report", "", "## Share of tasks with positive transfer", ""]
     out += ["| paradigm | regime | counted per | n | positive | negative | positive beyond noise | negative beyond noise |", "|---|---|---|---:|---:|---:|---:|---:|"]
     for r in share_rows:
@@ -156,7 +204,10 @@ def markdown(deltas: list[Delta], share_rows: list[dict[str, Any]], failures: li
             f"| {r['paradigm']} | {r['regime']} | {r['scope']} | {r['n']} | {r['positive']} ({r['positive_share']:.0%}) | "
             f"{r['negative']} ({r['negative_share']:.0%}) | {r['positive_beyond_noise']} | {r['negative_beyond_noise']} |"
         )
-    out += ["", "## Δ = multi − single (sign-corrected; mean ± std over seeds)", ""]
+    out += [""]
+    if scores:
+        out += _scores_markdown(scores)
+    out += ["## Δ = multi − single (sign-corrected; mean ± std over seeds)", ""]
     out += ["| paradigm | regime | task | metric | single | multi | Δ | within noise |", "|---|---|---|---|---:|---:|---:|---|"]
     for d in deltas:
         noise = {None: "n/a (1 seed)", True: "yes", False: "no"}[d.within_noise]
@@ -223,8 +274,14 @@ def plot(deltas: list[Delta], out_dir: Path) -> list[Path]:
     return written
 
 
-def collect(runs: list[Any], reference: str) -> tuple[dict, dict, list[str]]:
-    """Read every finished run's ``results.json`` into the single/multi score tables."""
+def collect(runs: list[Any], reference: str, chance: dict[tuple[str, str], float] | None = None) -> tuple[dict, dict, list[str]]:
+    """Read every finished run's ``results.json`` into the single/multi score tables.
+
+    Args:
+        runs: The study's runs.
+        reference: Name of the single-task regime.
+        chance: Filled with ``(task, metric) -> chance level`` from the runs' result rows, when given.
+    """
     from crabzoo.transfer.study import FAILED, latest_results
 
     single: dict[tuple[str, str, int], dict[str, float]] = {}
@@ -237,7 +294,12 @@ def collect(runs: list[Any], reference: str) -> tuple[dict, dict, list[str]]:
         path = latest_results(run.directory)
         if path is None:
             continue
-        results = json.loads(path.read_text())["results"]
+        payload = json.loads(path.read_text())
+        results = payload["results"]
+        if chance is not None:
+            for row in payload.get("rows", []):
+                if row.get("chance") is not None:
+                    chance[(row["task"], row["metric"])] = row["chance"]
         for task, scores in results.items():
             if run.regime == reference:
                 single[(run.paradigm, task, run.seed)] = scores
@@ -250,19 +312,45 @@ def write_report(runs: list[Any], reference: str, out_dir: Path) -> dict[str, An
     """Compute and write ``report.json``, ``report.md`` and the plots into ``out_dir``."""
     from crabzoo.report import atomic_write_text
 
-    single, multi, failures = collect(runs, reference)
+    chance: dict[tuple[str, str], float] = {}
+    single, multi, failures = collect(runs, reference, chance)
     deltas = compute_deltas(single, multi)
     share_rows = shares(deltas)
+    scores = score_rows(deltas, single, multi, chance)
     out_dir.mkdir(parents=True, exist_ok=True)
     payload = {
         "deltas": [{**asdict(d), "within_noise": d.within_noise} for d in deltas],
         "shares": share_rows,
+        "scores": scores,
+        "runs": run_times(runs),
         "failures": failures,
     }
     atomic_write_text(out_dir / "report.json", json.dumps(payload, indent=2))
-    atomic_write_text(out_dir / "report.md", markdown(deltas, share_rows, failures))
+    atomic_write_text(out_dir / "report.md", markdown(deltas, share_rows, failures, scores) + _times_markdown(payload["runs"]))
     payload["plots"] = [str(p) for p in plot(deltas, out_dir)] + [str(p) for p in plot_routes(runs, reference, out_dir)]
     return payload
+
+
+def run_times(runs: list[Any]) -> dict[str, Any]:
+    """Runs finished and their ``crabzoo fit`` seconds (from ``DONE.json``), in total and per regime."""
+    from crabzoo.transfer.study import DONE
+
+    per_regime: dict[str, float] = defaultdict(float)
+    done = 0
+    for run in runs:
+        marker = run.directory / DONE
+        if marker.is_file():
+            done += 1
+            per_regime[run.regime] += float(json.loads(marker.read_text()).get("seconds", 0.0))
+    return {"total": len(runs), "done": done, "seconds": round(sum(per_regime.values()), 1), "seconds_per_regime": {k: round(v, 1) for k, v in sorted(per_regime.items())}}
+
+
+def _times_markdown(times: dict[str, Any]) -> str:
+    per = ", ".join(f"{k} {v / 60:.1f} min" for k, v in times["seconds_per_regime"].items())
+    return (
+        f"\n{times['done']} of {times['total']} runs finished; their `crabzoo fit` processes took "
+        f"{times['seconds'] / 60:.1f} min in all ({per}; parallel runs overlap).\n"
+    )
 
 
 def plot_routes(runs: list[Any], reference: str, out_dir: Path) -> list[Path]:
