@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import math
+import shutil
 
 import pytest
 
 from crabzoo.errors import CrabzooError
-from crabzoo.metrics import CaptionMetric, bleu, cider_d, ptb_tokenize, rouge_l
+from crabzoo.metrics import CaptionMetric, MeteorScorer, bleu, cider_d, meteor, ptb_tokenize, rouge_l
 
 
 def test_cider_d_hand_values():
@@ -74,6 +75,100 @@ def test_caption_metric_tokenises_and_counts_failures():
     assert (out["n_total"].item(), out["n_parsed"].item()) == (2, 1)
 
 
-def test_meteor_flag_raises():
-    with pytest.raises(CrabzooError):
-        CaptionMetric(meteor=True)
+# ---------------------------------------------------------------------- METEOR
+needs_java = pytest.mark.skipif(shutil.which("java") is None, reason="METEOR needs a Java runtime")
+
+CAPTIONS = {  # (references, hypothesis) -- raw text, tokenised as the COCO evaluation does before scoring
+    0: (["A man is playing a guitar."], "a man is playing a guitar"),
+    1: (["A dog runs across the grassy field.", "A brown dog is running on grass."], "the dog is running in a field"),
+    2: (["Children play football in a park.", "Kids playing soccer outside."], "kids are playing soccer"),
+    3: (["A woman speaks while music plays in the background."], "a woman is talking and music is playing"),
+    4: (["A car engine revs loudly."], ""),
+}
+
+
+def coco_inputs() -> tuple[dict, dict]:
+    gts = {k: [ptb_tokenize(r) for r in refs] for k, (refs, _) in CAPTIONS.items()}
+    res = {k: [ptb_tokenize(hyp)] for k, (_, hyp) in CAPTIONS.items()}
+    return gts, res
+
+
+@pytest.fixture(scope="module")
+def meteor_scorers():
+    """crabzoo's scorer and pycocoevalcap's own Meteor class, started together (each JVM takes seconds)."""
+    pytest.importorskip("pycocoevalcap")
+    from pycocoevalcap.meteor.meteor import Meteor
+
+    ours = MeteorScorer()
+    ours.start()
+    theirs = Meteor()
+    yield ours, theirs
+    ours.close()
+
+
+@needs_java
+@pytest.mark.slow
+def test_meteor_matches_pycocoevalcap(meteor_scorers):
+    ours, theirs = meteor_scorers
+    gts, res = coco_inputs()
+    corpus, per_item = meteor(gts, res, scorer=ours)
+    ref_corpus, ref_items = theirs.compute_score(gts, res)
+    assert corpus == ref_corpus  # the same jar, the same lines: bit-identical
+    assert per_item.tolist() == ref_items
+    # measured: identical caption 1.0 (a single chunk costs no fragmentation penalty); empty caption 0.0;
+    # the corpus score aggregates the pooled statistics, so it is not the mean of the items
+    assert per_item[0] == 1.0 and per_item[4] == 0.0
+    assert per_item.tolist() == pytest.approx([1.0, 0.25995627865, 0.34364250239, 0.27464672035, 0.0], abs=1e-9)
+    assert corpus == pytest.approx(0.29840943815, abs=1e-9) and corpus != pytest.approx(per_item.mean())
+
+
+@needs_java
+@pytest.mark.slow
+def test_meteor_protocol_separator_and_reuse(meteor_scorers):
+    ours, _ = meteor_scorers
+    # "|||" separates the fields of the jar's protocol: it is removed from captions, as the COCO wrapper does
+    corpus, per_item = ours.score({"a": ["a cat ||| sits"]}, {"a": ["a cat sits"]})
+    assert per_item.tolist() == [1.0] and corpus == 1.0
+    assert ours.score({}, {}) == (0.0, pytest.approx([]))
+
+
+@needs_java
+@pytest.mark.slow
+def test_meteor_timeout_kills_the_process():
+    scorer = MeteorScorer()
+    scorer.start()
+    proc = scorer._proc
+    with pytest.raises(CrabzooError, match="ran past 0.01 s"):
+        scorer.score({0: ["a b"]}, {0: ["a b"]}, timeout=0.01)  # the JVM is still loading its paraphrase table
+    assert proc is not None and proc.returncode is not None  # killed and reaped: no zombie left
+    assert scorer._proc is None
+    scorer.close()
+
+
+@needs_java
+def test_meteor_broken_jar_reports_java_error(tmp_path):
+    jar = tmp_path / "meteor-1.5.jar"
+    jar.write_bytes(b"not a jar")
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "paraphrase-en.gz").write_bytes(b"")
+    with MeteorScorer(jar) as scorer, pytest.raises(CrabzooError, match="java said: .*jarfile"):
+        scorer.score({0: ["a b"]}, {0: ["a b"]}, timeout=60)
+
+
+def test_meteor_missing_java_or_jar(tmp_path, monkeypatch):
+    with pytest.raises(CrabzooError, match=r'jar .* not found: pip install "crabzoo\[meteor\]"'):
+        CaptionMetric(meteor=True, meteor_jar=tmp_path / "meteor-1.5.jar")
+    (tmp_path / "meteor-1.5.jar").write_bytes(b"")
+    with pytest.raises(CrabzooError, match="paraphrase-en.gz not found"):
+        MeteorScorer(tmp_path / "meteor-1.5.jar")
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "paraphrase-en.gz").write_bytes(b"")
+    monkeypatch.setenv("PATH", str(tmp_path))
+    with pytest.raises(CrabzooError, match="no `java` is on PATH; install a JRE"):
+        CaptionMetric(meteor=True, meteor_jar=tmp_path / "meteor-1.5.jar")
+
+
+def test_meteor_off_by_default():
+    m = CaptionMetric()
+    m.update(["a b"], ["a b"])
+    assert "meteor" not in m.compute()

@@ -12,7 +12,7 @@ from crabzoo.metrics.avsbench import AVSBenchMetric, eval_fmeasure, mask_iou
 from crabzoo.metrics.avvp import AVVPMetric, avvp_dataset_scores, avvp_video_scores, event_level, segment_level
 from crabzoo.metrics.base import BenchmarkMetric, is_unparsed, normalize_text
 from crabzoo.metrics.catalogue import TASK_METRICS, metric_for_task
-from crabzoo.metrics.captioning import CaptionMetric, bleu, cider_d, ptb_tokenize, rouge_l
+from crabzoo.metrics.captioning import CaptionMetric, MeteorScorer, bleu, cider_d, meteor, ptb_tokenize, rouge_l
 from crabzoo.metrics.classification import (
     ClassificationMetric,
     accuracy,
@@ -32,6 +32,7 @@ __all__ = [
     "BenchmarkMetric",
     "CaptionMetric",
     "ClassificationMetric",
+    "MeteorScorer",
     "MusicAVQAMetric",
     "RefAVSNullMetric",
     "TASK_METRICS",
@@ -50,6 +51,7 @@ __all__ = [
     "is_unparsed",
     "map_iou",
     "mask_iou",
+    "meteor",
     "metric_for_task",
     "metric_s_for_null",
     "normalize_text",

@@ -25,17 +25,28 @@ Tokenisation: the reference tokenises with the Stanford PTBTokenizer (Java) and 
 ``n't`` / ``'s``, drop the same punctuation tokens, keep bracket tokens ``-lrb-`` etc. as the lower-cased Java
 output does); it matches the Java tokenizer on ordinary captions, not on every corner case.
 
-METEOR needs the Java METEOR 1.5 jar and its paraphrase tables, which the project does not ship: it is not
-computed (``meteor=True`` raises with instructions).
+METEOR (``CaptionMetric(meteor=True)``, :class:`MeteorScorer`) runs the Java METEOR 1.5 jar that
+``pycocoevalcap`` ships (``meteor/meteor-1.5.jar`` with ``meteor/data/paraphrase-en.gz``) exactly as the COCO
+evaluation's ``meteor/meteor.py`` does: ``java -jar -Xmx2G meteor-1.5.jar - - -stdio -l en -norm`` started in the
+jar's folder; one ``SCORE ||| ref 1 ||| ... ||| ref n ||| hypothesis`` line per item, each answered by a line of
+sufficient statistics; then one ``EVAL ||| stats 1 ||| ... ||| stats N`` line, answered by the N per-item scores and
+the corpus score. The corpus score is the jar's aggregate over the pooled statistics, not the mean of the per-item
+scores. It needs a Java runtime (``java`` on ``PATH``) and ``pip install "crabzoo[meteor]"``.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import math
 import re
+import shutil
+import subprocess
+import tempfile
+import threading
 from collections import Counter
 from collections.abc import Mapping, Sequence
-from typing import Any, ClassVar
+from pathlib import Path
+from typing import IO, Any, ClassVar
 
 import numpy as np
 from torch import Tensor
@@ -211,33 +222,248 @@ def rouge_l(gts: Refs, res: Refs, beta: float = 1.2) -> tuple[float, np.ndarray]
     return (float(np.mean(arr)) if len(arr) else 0.0), arr
 
 
+# ---------------------------------------------------------------------- METEOR
+METEOR_JAR = "meteor-1.5.jar"
+"""File name of the METEOR 1.5 jar inside ``pycocoevalcap/meteor/``."""
+
+METEOR_TIMEOUT = 600.0
+"""Default limit in seconds for one scoring call, JVM start included (loading the paraphrase table takes seconds)."""
+
+_METEOR_FIX = 'pip install "crabzoo[meteor]" (it installs pycocoevalcap, which ships the jar) or pass meteor_jar'
+
+
+def find_java() -> str:
+    """Path of the ``java`` executable on ``PATH``.
+
+    Raises:
+        CrabzooError: no ``java`` on ``PATH``.
+    """
+    java = shutil.which("java")
+    if java is None:
+        raise CrabzooError(
+            "METEOR needs a Java runtime but no `java` is on PATH; install a JRE (Java 8 or newer, e.g. "
+            "`apt-get install default-jre-headless`) or leave meteor off"
+        )
+    return java
+
+
+def find_meteor_jar(jar: str | Path | None = None) -> Path:
+    """The METEOR 1.5 jar: ``jar`` itself, or the one inside the installed ``pycocoevalcap`` package.
+
+    The English paraphrase table must sit next to it as ``data/paraphrase-en.gz`` (the package's layout).
+
+    Raises:
+        CrabzooError: the jar or its paraphrase table is missing.
+    """
+    if jar is None:
+        spec = importlib.util.find_spec("pycocoevalcap")
+        folders = list(spec.submodule_search_locations or []) if spec is not None else []
+        if not folders:
+            raise CrabzooError(f"METEOR needs the METEOR 1.5 jar, which comes with pycocoevalcap: {_METEOR_FIX}")
+        jar = Path(folders[0]) / "meteor" / METEOR_JAR
+    jar = Path(jar)
+    if not jar.is_file():
+        raise CrabzooError(f"METEOR jar {jar} not found: {_METEOR_FIX}")
+    table = jar.parent / "data" / "paraphrase-en.gz"
+    if not table.is_file():
+        raise CrabzooError(f"METEOR paraphrase table {table} not found: {_METEOR_FIX}")
+    return jar
+
+
+def _meteor_text(text: str) -> str:
+    # the "|||" field separator and line breaks would corrupt the line protocol
+    return " ".join(str(text).replace("|||", "").split())
+
+
+class MeteorScorer:
+    """A METEOR 1.5 process in the COCO caption evaluation's configuration (``-l en -norm``, stdio mode).
+
+    The JVM starts on the first :meth:`score` call (or :meth:`start`) and serves later calls until :meth:`close`;
+    use it as a context manager. A call that fails or runs past ``timeout`` kills the process (the next call starts
+    a fresh one) and raises :class:`CrabzooError`. Calls are serialised by a lock.
+
+    Args:
+        jar: Path of ``meteor-1.5.jar`` (default: the one in the installed ``pycocoevalcap``).
+        java: The ``java`` executable (default: the one on ``PATH``).
+        memory: JVM heap limit (``-Xmx``), ``"2G"`` as in the COCO evaluation.
+
+    Raises:
+        CrabzooError: no Java runtime, or no jar / paraphrase table.
+    """
+
+    def __init__(self, jar: str | Path | None = None, java: str | None = None, memory: str = "2G") -> None:
+        self.jar = find_meteor_jar(jar)
+        self.java = java or find_java()
+        self.memory = memory
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._stderr: IO[bytes] | None = None
+        self._lock = threading.Lock()
+
+    @property
+    def command(self) -> list[str]:
+        """The command line of the METEOR process."""
+        return [self.java, "-jar", f"-Xmx{self.memory}", str(self.jar), "-", "-", "-stdio", "-l", "en", "-norm"]
+
+    def start(self) -> None:
+        """Start the process now (it loads the paraphrase table while the caller does other work)."""
+        with self._lock:
+            self._ensure_started()
+
+    def _ensure_started(self) -> subprocess.Popen[bytes]:
+        if self._proc is not None and self._proc.poll() is None:
+            return self._proc
+        self._stop()
+        self._stderr = tempfile.TemporaryFile()  # a file, not a pipe: an unread pipe could fill up and block
+        self._proc = subprocess.Popen(
+            self.command, cwd=self.jar.parent, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._stderr
+        )
+        return self._proc
+
+    def _stop(self) -> None:
+        proc, self._proc = self._proc, None
+        if proc is not None:
+            try:
+                if proc.stdin is not None:
+                    proc.stdin.close()  # end of input: the jar exits by itself
+                proc.wait(timeout=5)
+            except (OSError, subprocess.TimeoutExpired):
+                proc.kill()
+                proc.wait()
+            if proc.stdout is not None:
+                proc.stdout.close()
+        if self._stderr is not None:
+            self._stderr.close()
+            self._stderr = None
+
+    def _stderr_tail(self) -> str:
+        if self._stderr is None:
+            return ""
+        self._stderr.seek(0)
+        lines = self._stderr.read().decode("utf-8", "replace").strip().splitlines()
+        return f"; java said: {' | '.join(lines[-3:])}" if lines else ""
+
+    def close(self) -> None:
+        """End the process (idempotent)."""
+        with self._lock:
+            self._stop()
+
+    def __enter__(self) -> MeteorScorer:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __del__(self) -> None:
+        try:
+            self._stop()
+        except Exception:  # noqa: BLE001 -- interpreter shutdown: nothing left to report to
+            pass
+
+    def score(self, gts: Refs, res: Refs, timeout: float = METEOR_TIMEOUT) -> tuple[float, np.ndarray]:
+        """METEOR of ``res`` against ``gts`` (the COCO ``compute_score`` inputs): ``(corpus, per-item scores)``.
+
+        Raises:
+            CrabzooError: the process failed, answered something unreadable, or ran past ``timeout`` seconds.
+        """
+        ids = _check(gts, res)
+        if not ids:
+            return 0.0, np.zeros(0)
+        with self._lock:
+            proc = self._ensure_started()
+            expired = threading.Event()
+
+            def kill() -> None:
+                expired.set()
+                proc.kill()
+
+            timer = threading.Timer(timeout, kill)
+            timer.daemon = True
+            timer.start()
+            try:
+                stats = []
+                for i in ids:
+                    fields = ["SCORE", *(_meteor_text(r) for r in gts[i]), _meteor_text(res[i][0])]
+                    stats.append(self._ask(proc, " ||| ".join(fields)))
+                self._send(proc, " ||| ".join(["EVAL", *stats]))
+                per_item = [float(self._read(proc)) for _ in ids]
+                corpus = float(self._read(proc))
+            except (OSError, ValueError) as err:
+                reason = f"ran past {timeout:g} s" if expired.is_set() else f"failed ({err})"
+                tail = self._stderr_tail()
+                self._stop()
+                raise CrabzooError(f"METEOR ({' '.join(self.command)}) {reason}{tail}") from err
+            finally:
+                timer.cancel()
+        return corpus, np.array(per_item)
+
+    @staticmethod
+    def _send(proc: subprocess.Popen[bytes], line: str) -> None:
+        assert proc.stdin is not None
+        proc.stdin.write(f"{line}\n".encode())
+        proc.stdin.flush()
+
+    @staticmethod
+    def _read(proc: subprocess.Popen[bytes]) -> str:
+        assert proc.stdout is not None
+        line = proc.stdout.readline()
+        if not line:
+            raise OSError("the process ended before answering")
+        return line.decode("utf-8").strip()
+
+    def _ask(self, proc: subprocess.Popen[bytes], line: str) -> str:
+        self._send(proc, line)
+        return self._read(proc)
+
+
+def meteor(gts: Refs, res: Refs, jar: str | Path | None = None, timeout: float = METEOR_TIMEOUT,
+           scorer: MeteorScorer | None = None) -> tuple[float, np.ndarray]:
+    """METEOR 1.5 as the COCO evaluation computes it: ``(corpus score, per-item scores)``.
+
+    Uses ``scorer`` when given (left running), else starts a :class:`MeteorScorer` for this call and closes it.
+    """
+    if scorer is not None:
+        return scorer.score(gts, res, timeout)
+    with MeteorScorer(jar) as own:
+        return own.score(gts, res, timeout)
+
+
 class CaptionMetric(BenchmarkMetric):
     """CIDEr-D, BLEU-1..4 and ROUGE-L over the evaluated set (keys ``cider_d``, ``bleu_1`` .. ``bleu_4``,
-    ``rouge_l``).
+    ``rouge_l``), plus ``meteor`` when ``meteor=True``.
 
     ``update(preds, targets)``: predictions are captions (``str``, dict with ``caption``) or ``None`` (scored
     as an empty caption); targets are a reference caption, a list of them, or a dict with ``captions`` /
-    ``caption``. Captions are tokenised with :func:`ptb_tokenize` unless ``tokenize=False``.
+    ``caption``. Captions are tokenised with :func:`ptb_tokenize` unless ``tokenize=False``. Every score,
+    METEOR included, is computed in :meth:`compute` from the accumulated (caption, references) records, so the
+    state syncs across processes like the other metrics'.
 
     Args:
         tokenize: Apply :func:`ptb_tokenize` to predictions and references.
-        meteor: Not supported (needs the Java METEOR 1.5 jar); ``True`` raises.
+        meteor: Also report METEOR 1.5 (needs Java and ``pip install "crabzoo[meteor]"``); each ``compute()``
+            starts the jar (seconds: it loads a paraphrase table) and closes it afterwards.
+        meteor_jar: Path of ``meteor-1.5.jar`` (default: the one in the installed ``pycocoevalcap``).
+        meteor_timeout: Limit in seconds for METEOR in one ``compute()``, JVM start included.
+
+    Raises:
+        CrabzooError: ``meteor=True`` without a Java runtime or without the jar.
     """
 
     primary = "cider_d"
     higher_is_better: ClassVar[dict[str, bool]] = {
         "cider_d": True, "bleu_1": True, "bleu_2": True, "bleu_3": True, "bleu_4": True, "rouge_l": True,
+        "meteor": True,
     }  # fmt: skip
-    reference: ClassVar[str] = "tylin/coco-caption pycocoevalcap cider/, bleu/, rouge/ scorers"
+    reference: ClassVar[str] = "tylin/coco-caption pycocoevalcap cider/, bleu/, rouge/ scorers and meteor/meteor.py"
 
-    def __init__(self, tokenize: bool = True, meteor: bool = False, **kwargs: Any) -> None:
+    def __init__(self, tokenize: bool = True, meteor: bool = False, meteor_jar: str | Path | None = None,
+                 meteor_timeout: float = METEOR_TIMEOUT, **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        if meteor:
-            raise CrabzooError(
-                "CaptionMetric(meteor=True): METEOR needs the Java METEOR 1.5 jar and paraphrase data, which crabzoo "
-                "does not ship; score METEOR offline with pycocoevalcap and leave meteor=False here"
-            )
         self.tokenize = tokenize
+        self.meteor = meteor
+        self.meteor_jar = find_meteor_jar(meteor_jar) if meteor else None
+        self.meteor_timeout = meteor_timeout
+        if meteor:
+            find_java()  # fail now, not after a whole evaluation
 
     def _text(self, value: str) -> str:
         return ptb_tokenize(value) if self.tokenize else str(value)
@@ -258,17 +484,22 @@ class CaptionMetric(BenchmarkMetric):
         self._push_records(records)
 
     def compute(self) -> dict[str, Tensor]:
-        """Corpus scores plus ``n_total`` / ``n_parsed`` (CIDEr-D on its x10 scale, the others in [0, 1])."""
+        """Corpus scores plus ``n_total`` / ``n_parsed`` (CIDEr-D on its x10 scale, the others in [0, 1]).
+
+        Raises:
+            CrabzooError: METEOR is on and the jar failed or ran past ``meteor_timeout``.
+        """
         records = self._all_records()
         gts = {i: r[1] for i, r in enumerate(records)}
         res = {i: [r[0]] for i, r in enumerate(records)}
-        out: dict[str, Tensor] = {}
-        if records:
-            out["cider_d"] = as_float(cider_d(gts, res)[0])
-            b = bleu(gts, res)[0]
-            for k in range(4):
-                out[f"bleu_{k + 1}"] = as_float(b[k])
-            out["rouge_l"] = as_float(rouge_l(gts, res)[0])
-        else:
-            out = {key: as_float(0.0) for key in self.higher_is_better}
+        keys = [k for k in self.higher_is_better if k != "meteor" or self.meteor]
+        if not records:
+            return {**{key: as_float(0.0) for key in keys}, **self._counts()}
+        out: dict[str, Tensor] = {"cider_d": as_float(cider_d(gts, res)[0])}
+        b = bleu(gts, res)[0]
+        for k in range(4):
+            out[f"bleu_{k + 1}"] = as_float(b[k])
+        out["rouge_l"] = as_float(rouge_l(gts, res)[0])
+        if self.meteor:
+            out["meteor"] = as_float(meteor(gts, res, jar=self.meteor_jar, timeout=self.meteor_timeout)[0])
         return {**out, **self._counts()}

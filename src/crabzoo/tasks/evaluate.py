@@ -204,14 +204,24 @@ def make_prompter(name: str, config: str | None, checkpoint: str | None) -> Any:
 
 
 def evaluate(task_name: str, predictions: Path, annotations: Path, split: str | None = None,
-             prompter: Any = None) -> dict[str, Any]:
-    """Score ``predictions`` against ``annotations``; the result dict that ``--out`` writes."""
+             prompter: Any = None, meteor: bool = False) -> dict[str, Any]:
+    """Score ``predictions`` against ``annotations``; the result dict that ``--out`` writes.
+
+    ``meteor=True`` adds METEOR to a captioning task's scores (Java and ``crabzoo[meteor]`` needed).
+    """
     task = get_task(task_name)
+    if meteor and task.group != "captioning":
+        raise CrabzooError(f"--meteor scores captions; task {task.name!r} is not a captioning task (use avcap)")
+    metric = None
+    if meteor:
+        from crabzoo.metrics.captioning import CaptionMetric
+
+        metric = CaptionMetric(meteor=True)  # no Java or no jar: said here, before the files are read
     samples = read_annotations(task, annotations, split)
     lines = read_predictions(predictions, task.name)
     texts, rule = match(task.name, samples, lines)
-    masked = task.name in ("s4", "ms3", "ref_avs")
-    metric = task.make_metric(prompter=prompter) if prompter is not None and masked else None
+    if prompter is not None and task.name in ("s4", "ms3", "ref_avs"):
+        metric = task.make_metric(prompter=prompter)
     result = score(task, samples, texts, metric)
     return {"task": task.name, "predictions": str(predictions), "annotations": str(annotations),
             "matched_by": rule, **result}
@@ -232,9 +242,11 @@ def main(argv: list[str] | None = None) -> None:
                         help="segmentation prompt stage (s4, ms3, ref_avs)")
     parser.add_argument("--sam2-config", help="SAM2 model config (with --prompter sam2)")
     parser.add_argument("--sam2-checkpoint", help="SAM2 checkpoint file (with --prompter sam2)")
+    parser.add_argument("--meteor", action="store_true",
+                        help='also score METEOR 1.5 (avcap; needs Java and pip install "crabzoo[meteor]")')
     args = parser.parse_args(argv)
     prompter = make_prompter(args.prompter, args.sam2_config, args.sam2_checkpoint) if args.prompter == "sam2" else None
-    result = evaluate(args.task, args.predictions, args.annotations, args.split, prompter)
+    result = evaluate(args.task, args.predictions, args.annotations, args.split, prompter, meteor=args.meteor)
     print(table(result["task"], result))
     if args.out is not None:
         write_json(args.out, result)
