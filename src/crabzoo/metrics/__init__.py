@@ -22,7 +22,7 @@ from crabzoo.metrics.classification import (
 )
 from crabzoo.metrics.grounding import ARIGMetric, box_iou, ciou_auc, map_iou
 from crabzoo.metrics.refavs import RefAVSNullMetric, metric_s_for_null
-from crabzoo.metrics.unav import UnAVGroundingMetric, unav_scores
+from crabzoo.metrics.unav import UnAVGroundingMetric, detection_map, unav_scores
 
 __all__ = [
     "ARIGMetric",
@@ -45,6 +45,7 @@ __all__ = [
     "bleu",
     "box_iou",
     "cider_d",
+    "detection_map",
     "ciou_auc",
     "eval_fmeasure",
     "event_level",

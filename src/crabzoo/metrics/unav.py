@@ -1,8 +1,11 @@
-"""UnAV-style multi-segment temporal grounding: mIoU and F1 at IoU 0.3 / 0.5 / 0.7.
+"""UnAV-style multi-segment temporal grounding: mIoU, F1 at IoU 0.3 / 0.5 / 0.7, and UnAV-100's detection mAP.
 
-There is no official scorer for the text-generation form of UnAV-100 (the dataset's own protocol is detection
-mAP over ranked proposals, which a generated answer does not provide), so this module defines the protocol the
-project uses; it is documented in ``docs/metrics.md``. Segments are ``(label, start, end)`` in seconds.
+No scorer exists for the text-generation form of UnAV-100: Crab+ trains on the ``unav`` folder but neither infers
+nor scores it (``scripts/finetune/inference_omni.py`` of GeWu-Lab/Crab_Plus lists no ``unav``; its ``utils/`` holds
+only the AVVP metrics), and Crab v1 (GeWu-Lab/Crab) has no UnAV code. So mIoU and F1 are the project's own protocol,
+and the dataset's official detection mAP is reported next to them. Segments are ``(label, start, end)`` in
+seconds; labels are compared after :func:`~crabzoo.metrics.base.normalize_text`. Ground-truth events that repeat
+an event of the same label with start and end within 1e-3 s are dropped first, as the official evaluation does.
 
 * mIoU (per video, then the mean over videos): for every label in the union of predicted and true labels, the
   1-D IoU between the union of that label's predicted intervals and the union of its true intervals (a label
@@ -12,6 +15,17 @@ project uses; it is documented in ``docs/metrics.md``. Segments are ``(label, st
   a pair counting as a true positive when its IoU >= t (so a duplicated prediction is a false positive). TP,
   the number of predicted and of true segments are pooled over the dataset: F1 = 2 TP / (#pred + #true)
   (1.0 when both are 0).
+* mAP@t (``map@0.5`` .. ``map@0.9``) and ``map_avg`` (the mean over tIoU 0.1, 0.2, ..., 0.9): the official
+  UnAV-100 evaluation (ttgeng233/UnAV ``libs/utils/metrics.py``, ``ANETdetection`` with the thresholds
+  ``np.linspace(0.1, 0.9, 9)`` of ``libs/datasets/unav100.py``) with every generated segment a detection of
+  score 1.0. Per class and threshold, each prediction in generation order takes the unmatched true event of its
+  video and class with the highest tIoU, when that tIoU >= t (else it is a false positive). Since every score
+  is equal, the precision-recall curve is a single point and the interpolated AP is recall x precision =
+  (TP / #true) x (TP / #predicted) of that class (0 with no prediction); mAP is the mean over the classes that
+  have a true event in the evaluated set. Predictions of other labels do not enter the mAP (the official code
+  only scores ground-truth classes). The thresholds are the official floats, so 0.3 and 0.7 are
+  0.30000000000000004 and 0.7000000000000001: a tIoU of exactly 0.7 does not count at ``map@0.7``. A set with no
+  true event scores 1.0 when nothing is predicted either, else 0.0.
 
 An unparsable prediction has no segments and a video mIoU of 0.
 """
@@ -21,13 +35,28 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any, ClassVar
 
+import numpy as np
 from torch import Tensor
 
 from crabzoo.metrics.base import BenchmarkMetric, as_float, check_lengths, field, is_unparsed, normalize_text
 
 IOU_THRESHOLDS: tuple[float, ...] = (0.3, 0.5, 0.7)
+"""IoU thresholds of the F1 keys."""
+
+MAP_THRESHOLDS: tuple[float, ...] = tuple(float(t) for t in np.linspace(0.1, 0.9, 9))
+"""tIoU thresholds of the official UnAV-100 evaluation (``map_avg`` averages over all nine)."""
+
+MAP_REPORTED: tuple[float, ...] = MAP_THRESHOLDS[4:]
+"""Thresholds with their own ``map@t`` key (0.5 .. 0.9, as the UnAV-100 paper reports)."""
+
+DUPLICATE_TOLERANCE = 1e-3
+"""Ground-truth events of one label whose start and end differ by at most this are one event (official rule)."""
 
 Segment = tuple[str, float, float]
+
+
+def _key(t: float) -> str:
+    return f"{round(t, 1)}"
 
 
 def interval_iou(a: tuple[float, float], b: tuple[float, float]) -> float:
@@ -35,6 +64,15 @@ def interval_iou(a: tuple[float, float], b: tuple[float, float]) -> float:
     inter = max(0.0, min(a[1], b[1]) - max(a[0], b[0]))
     union = max(0.0, a[1] - a[0]) + max(0.0, b[1] - b[0]) - inter
     return inter / union if union > 0 else 0.0
+
+
+def remove_duplicates(gt: Sequence[Segment], tol: float = DUPLICATE_TOLERANCE) -> list[Segment]:
+    """``gt`` without events repeating an earlier event's label, start and end (within ``tol``)."""
+    kept: list[Segment] = []
+    for label, s, e in gt:
+        if not any(label == k[0] and abs(s - k[1]) <= tol and abs(e - k[2]) <= tol for k in kept):
+            kept.append((label, s, e))
+    return kept
 
 
 def _merge(intervals: list[tuple[float, float]]) -> list[tuple[float, float]]:
@@ -91,8 +129,53 @@ def matched_true_positives(pred: Sequence[Segment], gt: Sequence[Segment], thres
     return tp
 
 
+def detection_true_positives(pred: Sequence[Segment], gt: Sequence[Segment], threshold: float) -> dict[str, int]:
+    """True positives per label under the official UnAV-100 matching (predictions in order, score ties).
+
+    Each prediction takes the not yet matched true event of its label with the highest tIoU (the first such event
+    on a tie) when that tIoU >= ``threshold``.
+    """
+    taken: set[int] = set()
+    tps: dict[str, int] = {}
+    for label, ps, pe in pred:
+        candidates = [(interval_iou((ps, pe), (gs, ge)), -j) for j, (gl, gs, ge) in enumerate(gt) if gl == label]
+        for iou, neg_j in sorted(candidates, reverse=True):
+            if iou < threshold:
+                break
+            if -neg_j not in taken:
+                taken.add(-neg_j)
+                tps[label] = tps.get(label, 0) + 1
+                break
+    return tps
+
+
+def detection_map(preds: Sequence[Sequence[Segment] | None], gts: Sequence[Sequence[Segment]],
+                  thresholds: Sequence[float] = MAP_THRESHOLDS) -> dict[float, float]:
+    """UnAV-100 detection mAP per tIoU threshold with every prediction scored 1.0 (``None`` = no prediction).
+
+    Ground truths are used as given: pass them through :func:`remove_duplicates` first, as
+    :class:`UnAVGroundingMetric` does.
+    """
+    classes = sorted({label for gt in gts for label, _, _ in gt})
+    if not classes:
+        nothing_predicted = all(not p for p in preds)
+        return {t: 1.0 if nothing_predicted else 0.0 for t in thresholds}
+    n_pos = {c: sum(1 for gt in gts for label, _, _ in gt if label == c) for c in classes}
+    n_pred = {c: sum(1 for p in preds for label, _, _ in (p or []) if label == c) for c in classes}
+    out = {}
+    for t in thresholds:
+        tp = dict.fromkeys(classes, 0)
+        for pred, gt in zip(preds, gts):
+            for label, count in detection_true_positives(pred or [], gt, t).items():
+                tp[label] += count
+        aps = [(tp[c] / n_pos[c]) * (tp[c] / n_pred[c]) if n_pred[c] else 0.0 for c in classes]
+        out[t] = sum(aps) / len(aps)
+    return out
+
+
 def unav_scores(preds: Sequence[Sequence[Segment] | None], gts: Sequence[Sequence[Segment]]) -> dict[str, float]:
-    """Dataset ``miou`` and ``f1@0.3`` / ``f1@0.5`` / ``f1@0.7`` (``None`` = unparsable, mIoU 0)."""
+    """Dataset ``miou``, ``f1@t`` and ``map@t`` / ``map_avg`` (``None`` = unparsable, mIoU 0)."""
+    gts = [remove_duplicates(gt) for gt in gts]
     mious, tps, n_pred, n_gt = [], [0] * len(IOU_THRESHOLDS), 0, 0
     for pred, gt in zip(preds, gts):
         mious.append(0.0 if pred is None else video_miou(pred, gt))
@@ -104,20 +187,32 @@ def unav_scores(preds: Sequence[Sequence[Segment] | None], gts: Sequence[Sequenc
     out = {"miou": sum(mious) / len(mious) if mious else 0.0}
     for k, t in enumerate(IOU_THRESHOLDS):
         out[f"f1@{t}"] = 2 * tps[k] / (n_pred + n_gt) if n_pred + n_gt else 1.0
+    maps = detection_map(preds, gts)
+    for t in MAP_REPORTED:
+        out[f"map@{_key(t)}"] = maps[t]
+    out["map_avg"] = sum(maps.values()) / len(maps)
     return out
 
 
 class UnAVGroundingMetric(BenchmarkMetric):
-    """Multi-segment grounding mIoU and F1@{0.3, 0.5, 0.7}.
+    """Multi-segment grounding: mIoU, F1@{0.3, 0.5, 0.7}, and UnAV-100 mAP@{0.5, ..., 0.9} with their average.
 
     ``update(preds, targets)``: per video a list of ``(label, start, end)`` (or a dict holding one under
-    ``events`` / ``segments``), or ``None`` for an unparsable generation. Labels are normalised.
+    ``events`` / ``segments``), or ``None`` for an unparsable generation. Labels are normalised. The videos are
+    kept as records: the mAP pools every class over the whole evaluated set.
     """
 
     primary = "miou"
-    higher_is_better: ClassVar[dict[str, bool]] = {"miou": True, **{f"f1@{t}": True for t in IOU_THRESHOLDS}}
-    reference: ClassVar[str] = "crabzoo protocol (no official generative UnAV scorer); see docs/metrics.md"
-    row_width: ClassVar[int] = 3 + len(IOU_THRESHOLDS)
+    higher_is_better: ClassVar[dict[str, bool]] = {
+        "miou": True,
+        **{f"f1@{t}": True for t in IOU_THRESHOLDS},
+        **{f"map@{_key(t)}": True for t in MAP_REPORTED},
+        "map_avg": True,
+    }
+    reference: ClassVar[str] = (
+        "crabzoo protocol for mIoU / F1 (no official generative UnAV scorer; see docs/metrics.md); mAP: "
+        "ttgeng233/UnAV libs/utils/metrics.py ANETdetection, tIoU 0.1:0.1:0.9, every segment scored 1.0"
+    )
 
     @staticmethod
     def _segments(value: Any) -> list[Segment] | None:
@@ -131,21 +226,15 @@ class UnAVGroundingMetric(BenchmarkMetric):
     def update(self, preds: Sequence[Any], targets: Sequence[Any]) -> None:
         """Add a batch of videos."""
         check_lengths(preds, targets, "UnAVGroundingMetric")
-        rows = []
-        for p, t in zip(preds, targets):
-            pred, gt = self._segments(p), self._segments(t) or []
-            miou = 0.0 if pred is None else video_miou(pred, gt)
-            pred = pred or []
-            tps = [matched_true_positives(pred, gt, th) for th in IOU_THRESHOLDS]
-            rows.append([miou, len(pred), len(gt), *tps])
+        records = [[self._segments(p), self._segments(t) or []] for p, t in zip(preds, targets)]
         self._count(preds)
-        self._push_rows(rows)
+        self._push_records(records)
 
     def compute(self) -> dict[str, Tensor]:
-        """``miou``, ``f1@0.3``, ``f1@0.5``, ``f1@0.7`` (fractions), ``n_total``, ``n_parsed``."""
-        rows = self._all_rows()
-        out = {"miou": as_float(float(rows[:, 0].mean()) if len(rows) else 0.0)}
-        denom = float(rows[:, 1].sum() + rows[:, 2].sum())
-        for k, t in enumerate(IOU_THRESHOLDS):
-            out[f"f1@{t}"] = as_float(2 * float(rows[:, 3 + k].sum()) / denom if denom else 1.0)
-        return {**out, **self._counts()}
+        """``miou``, ``f1@t``, ``map@t``, ``map_avg`` (fractions), ``n_total``, ``n_parsed``."""
+        records = self._all_records()
+        preds = [None if p is None else [(label, s, e) for label, s, e in p] for p, _ in records]
+        gts = [[(label, s, e) for label, s, e in g] for _, g in records]
+        if not records:
+            return {**{k: as_float(0.0) for k in self.higher_is_better}, **self._counts()}
+        return {**{k: as_float(v) for k, v in unav_scores(preds, gts).items()}, **self._counts()}
