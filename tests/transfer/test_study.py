@@ -44,6 +44,9 @@ def test_equal_steps_budget(tmp_path):
     runs = build_runs(StudyConfig.from_yaml(study_file(tmp_path, budget="steps", steps=7)))
     cmd = runs[0].command
     assert cmd[cmd.index("--trainer.max_steps") + 1] == "7"
+    # validated once, after the last step, whatever the epoch length
+    assert cmd[cmd.index("--trainer.val_check_interval") + 1] == "7"
+    assert cmd[cmd.index("--trainer.check_val_every_n_epoch") + 1] == "null"
 
 
 @pytest.mark.parametrize(

@@ -162,8 +162,9 @@ def build_runs(config: StudyConfig, executable: str = "crabzoo") -> list[Run]:
                     if config.budget == "epochs":  # validated once, at the end
                         cmd += ["--trainer.max_epochs", str(config.epochs), "--trainer.max_steps", "-1"]
                         cmd += ["--trainer.check_val_every_n_epoch", str(config.epochs)]
-                    else:
+                    else:  # validated once, after the last step
                         cmd += ["--trainer.max_steps", str(config.steps), "--trainer.max_epochs", "-1"]
+                        cmd += ["--trainer.check_val_every_n_epoch", "null", "--trainer.val_check_interval", str(config.steps)]
                     if config.feature_cache:
                         cmd += ["--model.init_args.feature_cache", str(config.feature_cache)]
                     cmd += [*regime.args, *config.args]
