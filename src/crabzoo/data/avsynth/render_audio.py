@@ -10,6 +10,7 @@ differences between objects and clips are kept.
 from __future__ import annotations
 
 import math
+from functools import lru_cache
 
 import numpy as np
 
@@ -38,15 +39,45 @@ def _gate(flags: list[bool], n: int, sr: int) -> np.ndarray:
     return gate
 
 
+TABLE = 4096
+"""Points of the one-cycle wavetable of :func:`_tone` (a power of two, so the phase wraps with a bit mask)."""
+
+
+def white_noise(rng: np.random.Generator, shape: int | tuple[int, ...], std: float) -> np.ndarray:
+    """Float32 white noise of standard deviation ``std``, uniformly distributed.
+
+    Uniform noise is several times cheaper to draw than Gaussian noise, and a synthetic background needs no
+    particular distribution.
+    """
+    noise = rng.random(shape, dtype=np.float32)
+    noise -= np.float32(0.5)
+    noise *= np.float32(std * math.sqrt(12.0))
+    return noise
+
+
+def _frac(x: np.ndarray) -> np.ndarray:
+    """``x mod 1`` for non-negative ``x``, in place (``np.mod`` is many times slower than ``floor``)."""
+    return np.subtract(x, np.floor(x), out=x)
+
+
+@lru_cache(maxsize=4)
+def _times(n: int, sr: int) -> np.ndarray:
+    """Read-only float32 sample times ``arange(n) / sr`` (shared by every object of every clip)."""
+    t = np.arange(n, dtype=np.float32) / np.float32(sr)
+    t.flags.writeable = False
+    return t
+
+
 def _tone(f: np.ndarray, harmonics: tuple[float, ...], sr: int, roll: float = 0.0) -> np.ndarray:
     """Sum of harmonics of the instantaneous frequency ``f`` (Hz per sample), skipping those above Nyquist.
 
-    The harmonic mix is tabulated over one cycle (4096 points) and read at the running phase, which is exact up
-    to the table resolution and much cheaper than one sine per harmonic.
+    The harmonic mix is tabulated over one cycle and read at the running phase (accumulated in float64, in table
+    steps, and wrapped with a bit mask), which is exact up to the table resolution and much cheaper than one sine
+    per harmonic.
     """
     fmax = float(f.max())
-    grid = np.arange(4096, dtype=np.float64) / 4096
-    table = np.zeros(4096, dtype=np.float64)
+    grid = np.arange(TABLE, dtype=np.float64) / TABLE
+    table = np.zeros(TABLE, dtype=np.float64)
     for k, amp in enumerate(harmonics, start=1):
         if amp == 0.0 or k * fmax >= 0.48 * sr:
             continue
@@ -54,16 +85,18 @@ def _tone(f: np.ndarray, harmonics: tuple[float, ...], sr: int, roll: float = 0.
     peak = np.abs(table).max()
     if peak > 0:
         table /= peak
-    cycles = np.cumsum(f, dtype=np.float64) / sr
-    index = (np.mod(cycles, 1.0) * 4096).astype(np.int64) & 4095
+    phase = (f * np.float32(TABLE / sr)).astype(np.float64)
+    np.cumsum(phase, out=phase)
+    index = phase.astype(np.int64)
+    index &= TABLE - 1
     return table.astype(np.float32)[index]
 
 
 def _strikes(t: np.ndarray, rate: float, decay: float) -> np.ndarray:
     """Envelope of strikes ``rate`` times per second, each decaying with time constant ``decay``."""
-    since = np.mod(t, 1.0 / rate)
-    attack = np.minimum(since / 0.005, 1.0)
-    return attack * np.exp(-since / decay)
+    since = _frac(t * np.float32(rate)) * np.float32(1.0 / rate)
+    attack = np.minimum(since * np.float32(1.0 / 0.005), np.float32(1.0))
+    return attack * np.exp(since * np.float32(-1.0 / decay))
 
 
 def object_wave(obj: SceneObject, n: int, sr: int, rng: np.random.Generator) -> np.ndarray:
@@ -71,46 +104,51 @@ def object_wave(obj: SceneObject, n: int, sr: int, rng: np.random.Generator) -> 
     if not any(obj.audible):
         return np.zeros(n, dtype=np.float32)
     cat = obj.cat
-    t = np.arange(n, dtype=np.float32) / np.float32(sr)
+    t = _times(n, sr)
+    two_pi = np.float32(2 * np.pi)
     f = np.full(n, cat.f0, dtype=np.float32)
     if cat.vibrato:
-        f *= 1.0 + cat.vibrato * np.sin(2 * np.pi * 5.5 * t)
+        f *= 1.0 + np.float32(cat.vibrato) * np.sin(two_pi * np.float32(5.5) * t)
     if cat.glide:
-        f *= 1.0 + cat.glide * np.sin(2 * np.pi * 0.5 * t)
+        f *= 1.0 + np.float32(cat.glide) * np.sin(two_pi * np.float32(0.5) * t)
     rhythm = obj.rhythm
     if rhythm in ("rising", "falling"):  # a one-octave sweep over every 2-s period
-        ramp = np.mod(t, 2.0) / 2.0
-        f = f * np.power(2.0, ramp if rhythm == "rising" else 1.0 - ramp) * 0.75
+        ramp = _frac(t * np.float32(0.5))
+        f *= np.exp2(ramp if rhythm == "rising" else 1.0 - ramp) * np.float32(0.75)
     if cat.name == "bird":  # chirps sweep upward inside each strike
-        f *= 1.0 + 0.5 * np.mod(t, 1.0 / cat.pulse_rate) * cat.pulse_rate
+        f *= 1.0 + np.float32(0.5) * _frac(t * np.float32(cat.pulse_rate))
     wave = _tone(f, cat.harmonics, sr)
     if cat.noise:
-        wave = np.float32(1 - cat.noise) * wave + np.float32(cat.noise) * rng.uniform(-1.0, 1.0, n).astype(np.float32)
+        wave *= np.float32(1 - cat.noise)
+        wave += white_noise(rng, n, cat.noise / math.sqrt(3.0))  # uniform in [-noise, noise]
     pulsed = cat.pulse_rate > 0 if rhythm in (None, "rising", "falling") else rhythm == "pulsed"
     if pulsed:
         rate = cat.pulse_rate if cat.pulse_rate > 0 else 3.0
         decay = cat.decay if cat.pulse_rate > 0 else 0.08
-        wave = wave * _strikes(t, rate, decay)
-    gain = HEADROOM * 10.0 ** (obj.gain_db / 20.0)
-    return (gain * wave * _gate(obj.audible, n, sr)).astype(np.float32)
+        wave *= _strikes(t, rate, decay)
+    wave *= _gate(obj.audible, n, sr)
+    wave *= np.float32(HEADROOM * 10.0 ** (obj.gain_db / 20.0))
+    return wave
 
 
 def voice_wave(emotion: int, n: int, sr: int) -> np.ndarray:
     """A syllabic voice with the pitch contour, tempo and timbre of an emotion."""
     emo = EMOTIONS[emotion]
-    t = np.arange(n, dtype=np.float64) / sr
-    period = 1.0 / emo.tempo
-    pos = np.mod(t, period) / period  # position inside the syllable, 0..1
-    semis = emo.contour * pos
+    t = _times(n, sr)
+    pos = _frac(t * np.float32(emo.tempo))  # position inside the syllable, 0..1
     if emo.name == "disgust":
-        semis = emo.contour * np.sin(np.pi * pos)
-    f = emo.f0 * np.power(2.0, semis / 12.0)
+        semis = np.float32(emo.contour) * np.sin(np.float32(np.pi) * pos)
+    else:
+        semis = np.float32(emo.contour) * pos
+    f = np.float32(emo.f0) * np.exp2(semis * np.float32(1.0 / 12.0))
     if emo.tremolo:
-        f *= 1.0 + emo.tremolo * np.sin(2 * np.pi * 9.0 * t)
+        f *= 1.0 + np.float32(emo.tremolo) * np.sin(np.float32(2 * np.pi * 9.0) * t)
     wave = _tone(f, tuple([1.0] * 12), sr, roll=emo.brightness)
-    syllable = np.sin(np.pi * np.clip(pos / 0.75, 0.0, 1.0)) ** 2  # 75% voiced, 25% pause
+    syllable = np.sin(np.float32(np.pi) * np.minimum(pos * np.float32(1 / 0.75), np.float32(1.0))) ** 2  # 75% voiced
     loud = 1.0 if emo.name in ("angry", "fear", "happy") else 0.6
-    return (HEADROOM * loud * wave * syllable).astype(np.float32)
+    wave *= syllable
+    wave *= np.float32(HEADROOM * loud)
+    return wave
 
 
 def render_audio(scene: Scene, sample_rate: int) -> np.ndarray:
@@ -123,8 +161,8 @@ def render_audio(scene: Scene, sample_rate: int) -> np.ndarray:
     if scene.face is not None:
         mix += voice_wave(scene.face, n, sample_rate)
     if scene.noise > 0:
-        mix += np.float32(0.25 * scene.noise) * rng.standard_normal(n, dtype=np.float32)
-    return np.clip(mix, -1.0, 1.0)
+        mix += white_noise(rng, n, 0.25 * scene.noise)
+    return np.clip(mix, -1.0, 1.0, out=mix)
 
 
 def rms_per_second(wave: np.ndarray, sample_rate: int) -> np.ndarray:

@@ -59,8 +59,21 @@ def _dump(path: Path, payload: Any) -> None:
     os.replace(tmp, path)
 
 
-def _run(job: Job) -> tuple[str, int, list[tuple[str, dict[str, Any]]]]:
-    return job.task, job.index, build_clip(job)
+def _run(job: Job) -> tuple[str, int, list[tuple[str, dict[str, Any]]], int, float]:
+    """Build one clip; also report the worker's process id and its CPU seconds so far (for the summary)."""
+    return job.task, job.index, build_clip(job), os.getpid(), time.process_time()
+
+
+def _context() -> multiprocessing.context.BaseContext:
+    """A forkserver context (spawn where there is none) whose server has already imported the clip builders.
+
+    Workers fork from the server, so they start without importing numpy, PyAV and the renderers again.
+    """
+    if "forkserver" not in multiprocessing.get_all_start_methods():
+        return multiprocessing.get_context("spawn")
+    ctx = multiprocessing.get_context("forkserver")
+    ctx.set_forkserver_preload(["__main__", "crabzoo.data.avsynth.tasks"])  # the default list plus the builders
+    return ctx
 
 
 def _progress(items: Iterable[Any], total: int, enabled: bool) -> Iterable[Any]:
@@ -109,12 +122,13 @@ def synthesize(
         **knobs: :class:`~crabzoo.data.avsynth.world.Knobs` fields (``noise``, ``size``, ``fps``, ...).
 
     Returns:
-        Summary: ``root``, ``clips`` (per task), ``records`` (per task and split), ``seconds``.
+        Summary: ``root``, ``clips`` (per task), ``records`` (per task and split), ``seconds`` (wall clock) and
+        ``cpu_seconds`` (CPU time of this process and of the worker processes, start-up included).
 
     Raises:
         CrabzooError: unknown task or knob, invalid value, or an ``out`` folder holding other data.
     """
-    start = time.perf_counter()
+    start, cpu_start = time.perf_counter(), time.process_time()
     if isinstance(clips, bool) or not isinstance(clips, int) or clips < 1:
         raise CrabzooError(f"AVSynth clips must be a positive integer, got {clips!r}")
     if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
@@ -138,14 +152,16 @@ def synthesize(
         os.symlink(Path("..") / ".." / "s4" / "AVS" / "v1s", root / "arig" / "AVS" / "v1s", target_is_directory=True)
     jobs = [Job(t, i, counts[t], int(seed), knob, bool(reasoning), root, chosen) for t in chosen for i in range(counts[t])]
     results: dict[tuple[str, int], list[tuple[str, dict[str, Any]]]] = {}
+    worker_cpu: dict[int, float] = {}  # CPU seconds of each worker process (cumulative, so keep the latest)
     if workers == 1:
-        for task, index, recs in _progress(map(_run, jobs), len(jobs), progress):
+        for task, index, recs, _, _ in _progress(map(_run, jobs), len(jobs), progress):
             results[(task, index)] = recs
     else:
-        method = "forkserver" if "forkserver" in multiprocessing.get_all_start_methods() else "spawn"
-        with multiprocessing.get_context(method).Pool(workers) as pool:
-            for task, index, recs in _progress(pool.imap_unordered(_run, jobs, chunksize=4), len(jobs), progress):
+        with _context().Pool(workers) as pool:
+            for task, index, recs, pid, cpu in _progress(pool.imap_unordered(_run, jobs, chunksize=4), len(jobs),
+                                                          progress):
                 results[(task, index)] = recs
+                worker_cpu[pid] = max(cpu, worker_cpu.get(pid, 0.0))
     summary: dict[str, Any] = {"root": str(root), "clips": counts, "records": {}}
     hashes: dict[str, str] = {}
     for task in chosen:
@@ -162,6 +178,7 @@ def synthesize(
     manifest["annotations_sha256"] = hashes
     _dump(root / MANIFEST, manifest)
     summary["seconds"] = time.perf_counter() - start
+    summary["cpu_seconds"] = time.process_time() - cpu_start + sum(worker_cpu.values())
     return summary
 
 
