@@ -96,14 +96,15 @@ def coco_inputs() -> tuple[dict, dict]:
 @pytest.fixture(scope="module")
 def meteor_scorers():
     """crabzoo's scorer and pycocoevalcap's own Meteor class, started together (each JVM takes seconds)."""
-    pytest.importorskip("pycocoevalcap")
-    from pycocoevalcap.meteor.meteor import Meteor
+    from pycocoevalcap.meteor.meteor import Meteor  # the dev extra installs it: it holds the jar
 
     ours = MeteorScorer()
     ours.start()
     theirs = Meteor()
     yield ours, theirs
     ours.close()
+    theirs.meteor_p.kill()
+    theirs.meteor_p.wait()
 
 
 @needs_java

@@ -30,7 +30,6 @@ def avcap_files(tmp_path: Path) -> tuple[Path, Path]:
 @pytest.mark.slow
 @pytest.mark.skipif(shutil.which("java") is None, reason="METEOR needs a Java runtime")
 def test_cli_meteor_flag(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    pytest.importorskip("pycocoevalcap")
     ann, preds = avcap_files(tmp_path)
     out = tmp_path / "r.json"
     main(["--task", "avcap", "--predictions", str(preds), "--annotations", str(ann), "--out", str(out), "--meteor"])
