@@ -175,6 +175,9 @@ AAC_OPTIONS = {"aac_coder": "fast", "aac_pns": "0", "aac_tns": "0"}
 AAC_BIT_RATE = 48000
 """Bit rate of the MP4 soundtrack (mono, at the dataset's sample rate)."""
 
+PNG_LEVEL = 1
+"""zlib level of the mask PNGs (lossless at any level; 1 is about twice as fast as Pillow's default 6)."""
+
 MP3_OPTIONS = {"compression_level": "7"}
 """libmp3lame options (``-q 7``: several times faster than LAME's default, ample for synthetic sounds)."""
 
@@ -220,12 +223,11 @@ def _encode_audio(container, stream, audio: np.ndarray) -> None:
     import av
 
     formats = [f.name for f in stream.codec_context.codec.audio_formats or []]
-    data = np.clip(np.asarray(audio, dtype=np.float32), -1.0, 1.0).reshape(1, -1)
     if "fltp" in formats:
-        fmt = "fltp"
-    else:  # PCM: 16-bit integers (full scale 32767, rounded)
-        fmt, data = "s16", np.rint(data * 32767.0).astype(np.int16)
-    frame = av.AudioFrame.from_ndarray(np.ascontiguousarray(data), format=fmt, layout="mono")
+        fmt, data = "fltp", np.clip(np.asarray(audio, dtype=np.float32), -1.0, 1.0)
+    else:
+        fmt, data = "s16", pcm16(audio)
+    frame = av.AudioFrame.from_ndarray(np.ascontiguousarray(data.reshape(1, -1)), format=fmt, layout="mono")
     frame.sample_rate = stream.rate
     frame.pts = 0
     for packet in stream.encode(frame):
@@ -234,13 +236,24 @@ def _encode_audio(container, stream, audio: np.ndarray) -> None:
         container.mux(packet)
 
 
+def pcm16(audio: np.ndarray) -> np.ndarray:
+    """Float samples in [-1, 1] (clipped) as little-endian 16-bit PCM (full scale 32767, rounded to nearest)."""
+    pcm = np.clip(np.asarray(audio, dtype=np.float32), -1.0, 1.0)
+    pcm *= np.float32(32767.0)
+    return np.rint(pcm, out=pcm).astype("<i2")
+
+
 def write_audio(path: Path, audio: np.ndarray, sample_rate: int) -> None:
-    """Write mono audio: ``.wav`` as 16-bit PCM (soundfile), ``.mp3`` through PyAV's libmp3lame."""
+    """Write mono audio: ``.wav`` as 16-bit PCM (the standard 44-byte RIFF header), ``.mp3`` through libmp3lame."""
     tmp = _atomic_target(path)
     if path.suffix.lower() == ".wav":
-        import soundfile as sf
+        import wave
 
-        sf.write(str(tmp), np.clip(audio, -1.0, 1.0), sample_rate, subtype="PCM_16", format="WAV")
+        with wave.open(str(tmp), "wb") as out:
+            out.setnchannels(1)
+            out.setsampwidth(2)
+            out.setframerate(int(sample_rate))
+            out.writeframes(pcm16(audio).tobytes())
     else:
         import av
 
@@ -265,7 +278,7 @@ def write_mask(path: Path, mask: np.ndarray, value: int = 255) -> None:
     from PIL import Image
 
     tmp = _atomic_target(path)
-    Image.fromarray(np.where(mask, value, 0).astype(np.uint8)).save(tmp, format="PNG")
+    Image.fromarray(np.where(mask, value, 0).astype(np.uint8)).save(tmp, format="PNG", compress_level=PNG_LEVEL)
     os.replace(tmp, path)
 
 
@@ -274,5 +287,5 @@ def write_label(path: Path, labels: np.ndarray) -> None:
     from PIL import Image
 
     tmp = _atomic_target(path)
-    Image.fromarray(labels.astype(np.uint8)).save(tmp, format="PNG")
+    Image.fromarray(labels.astype(np.uint8)).save(tmp, format="PNG", compress_level=PNG_LEVEL)
     os.replace(tmp, path)
