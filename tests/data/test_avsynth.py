@@ -50,6 +50,34 @@ def test_same_seed_same_dataset(tmp_path: Path) -> None:
         np.testing.assert_array_equal(ma[key], mb[key], err_msg=key)
     c = synthesize(tmp_path / "c", 4, seed=4, tasks=SMALL, soundtrack=False)
     assert annotation_bytes(Path(c["root"])) != annotation_bytes(ra)
+    assert 0 < a["cpu_seconds"] and 0 < a["seconds"]
+
+
+def test_video_soundtracks_carry_the_clip_audio(tmp_path: Path) -> None:
+    """MP4s hold H.264 + AAC, the ucf AVIs H.264 + 16-bit PCM; both soundtracks are the clip's WAV (16 kHz mono)."""
+    import av
+
+    out = synthesize(tmp_path, 4, seed=0, tasks=("ks", "ucf"))
+    loader = MediaLoader()
+    seen = set()
+    for task in ("ks", "ucf"):
+        for split in ("train", "test"):
+            for sample in read_split(out["root"], task, split, strict=True).samples:
+                video, wav = sample.video[0], sample.audio[0]
+                with av.open(str(video)) as container:
+                    audio = container.streams.audio[0]
+                    names = (container.streams.video[0].codec_context.name, audio.codec_context.name)
+                    assert (audio.rate, audio.channels) == (16000, 1)
+                seen.add((video.suffix, *names))
+                track, reference = loader.read_audio(video), loader.read_audio(wav)
+                assert reference.size == 160000
+                if video.suffix == ".avi":  # lossless: the very samples of the WAV
+                    np.testing.assert_array_equal(track, reference)
+                else:  # AAC: aligned and close (the encoder pads the last frame)
+                    assert 160000 <= track.size < 160000 + 1024
+                    assert np.corrcoef(track[:160000], reference)[0, 1] > 0.98
+                    np.testing.assert_allclose(rms_per_second(track, 16000), rms_per_second(reference, 16000), rtol=0.1)
+    assert seen == {(".mp4", "h264", "aac"), (".avi", "h264", "pcm_s16le")}
 
 
 @pytest.mark.slow

@@ -46,7 +46,8 @@ def _parser() -> argparse.ArgumentParser:
     knobs.add_argument("--sample-rate", type=int, help="audio sample rate in Hz (default 16000)")
     knobs.add_argument("--audio-format", choices=("wav", "release"), help="separate audio files: wav (default) or "
                        "the release's extensions (mp3 for the video tasks that ship mp3)")
-    knobs.add_argument("--no-soundtrack", action="store_true", help="do not mux an AAC soundtrack into the MP4s")
+    knobs.add_argument("--no-soundtrack", action="store_true",
+                       help="do not mux the soundtrack (AAC in MP4, PCM in AVI) into the videos")
 
     check = sub.add_parser("check", help="verify annotations and media of a dataset; exit 2 on problems")
     check.add_argument("root", type=Path, help="folder holding the task folders (or a parent holding AVUIE_2/)")
@@ -78,7 +79,7 @@ def run_synth(args: argparse.Namespace) -> None:
                          progress=not args.quiet, **knobs)
     total = sum(summary["clips"].values())
     print(f"wrote {total} clips ({sum(summary['records'].values())} records) to {summary['root']} "
-          f"in {summary['seconds']:.1f} s")
+          f"in {summary['seconds']:.1f} s ({summary['cpu_seconds']:.1f} s CPU)")
     for task, n in summary["clips"].items():
         print(f"  {task:<9} clips {n:>5}  train {summary['records'][f'{task}/train']:>6}  "
               f"test {summary['records'][f'{task}/test']:>6}")

@@ -208,7 +208,8 @@ class Knobs:
         sample_rate: Audio sample rate of the written files (Hz).
         audio_format: ``wav`` (every separate audio file is a 16-bit WAV, fast) or ``release`` (the release's
             extension per task: ``.mp3`` for a2v, v2a, avqa, avqa_thu, ave, unav, avvp, avcap; ``.wav`` elsewhere).
-        soundtrack: Mux an AAC soundtrack into every MP4 (the pipeline reads the separate audio file instead).
+        soundtrack: Mux the soundtrack into every video (AAC in MP4s, 16-bit PCM in the ucf AVIs); the pipeline
+            reads the separate audio file instead.
     """
 
     duration: int = 10
