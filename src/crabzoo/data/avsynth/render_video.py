@@ -60,12 +60,12 @@ def shape_mask(shape: str, dx: np.ndarray, dy: np.ndarray, r: float) -> np.ndarr
 def texture_gain(texture: str, xs: np.ndarray, ys: np.ndarray) -> np.ndarray:
     """Brightness multiplier of a texture at integer pixel coordinates."""
     if texture == "stripes":
-        return np.where((xs // 2) % 2 == 0, 1.0, 0.6)
+        return np.where((xs // 2) % 2 == 0, np.float32(1.0), np.float32(0.6))
     if texture == "checker":
-        return np.where(((xs // 3) + (ys // 3)) % 2 == 0, 1.0, 0.6)
+        return np.where(((xs // 3) + (ys // 3)) % 2 == 0, np.float32(1.0), np.float32(0.6))
     if texture == "dots":
-        return np.where((xs % 3 == 1) & (ys % 3 == 1), 0.45, 1.0)
-    return np.ones_like(xs, dtype=np.float64)
+        return np.where((xs % 3 == 1) & (ys % 3 == 1), np.float32(0.45), np.float32(1.0))
+    return np.ones(xs.shape, dtype=np.float32)
 
 
 def _face(canvas: np.ndarray, emotion: int, cx: float, cy: float, r: float, xs: np.ndarray, ys: np.ndarray) -> np.ndarray:
@@ -167,7 +167,8 @@ def _atomic_target(path: Path) -> Path:
 
 
 X264_OPTIONS = {"preset": "ultrafast", "crf": "18", "threads": "1", "x264-params": "threads=1:sliced-threads=0"}
-"""libx264 options: the fastest preset (at 64 x 64 pixels the encoder's set-up dominates) and one thread."""
+"""libx264 options: the fastest preset (at 64 x 64 pixels opening the encoder costs as much as all the frames) and
+one thread."""
 
 AAC_OPTIONS = {"aac_coder": "fast", "aac_pns": "0", "aac_tns": "0"}
 """Options of FFmpeg's AAC encoder: the fast quantiser search, no noise substitution, no temporal noise shaping."""
@@ -179,14 +180,14 @@ PNG_LEVEL = 1
 """zlib level of the mask PNGs (lossless at any level; 1 is about twice as fast as Pillow's default 6)."""
 
 MP3_OPTIONS = {"compression_level": "7"}
-"""libmp3lame options (``-q 7``: several times faster than LAME's default, ample for synthetic sounds)."""
+"""libmp3lame options (``-q 7``: about twice as fast as LAME's default, ample for synthetic sounds)."""
 
 
 def write_video(path: Path, frames: np.ndarray, fps: int, audio: np.ndarray | None, sample_rate: int) -> None:
     """Encode ``frames`` (and a mono soundtrack) with PyAV.
 
     ``.mp4`` files get H.264 video and an AAC soundtrack; ``.avi`` files (the ``ucf`` layout) get H.264 video and a
-    16-bit PCM soundtrack, the classic AVI audio (MP3 through LAME would cost ten times the rest of the clip).
+    16-bit PCM soundtrack, the classic AVI audio (MP3 through LAME would cost several times the rest of the clip).
     H.264 is encoded by libx264 with one thread and fixed options, so decoding is reproducible.
     """
     import av
