@@ -449,10 +449,10 @@ class CaptionMetric(BenchmarkMetric):
     """
 
     primary = "cider_d"
-    higher_is_better: ClassVar[dict[str, bool]] = {
+    directions: ClassVar[dict[str, bool]] = {
         "cider_d": True, "bleu_1": True, "bleu_2": True, "bleu_3": True, "bleu_4": True, "rouge_l": True,
-        "meteor": True,
     }  # fmt: skip
+    """Directions of the keys always reported (``meteor`` joins them on instances that compute it)."""
     reference: ClassVar[str] = "tylin/coco-caption pycocoevalcap cider/, bleu/, rouge/ scorers and meteor/meteor.py"
 
     def __init__(self, tokenize: bool = True, meteor: bool = False, meteor_jar: str | Path | None = None,
@@ -464,6 +464,11 @@ class CaptionMetric(BenchmarkMetric):
         self.meteor_timeout = meteor_timeout
         if meteor:
             find_java()  # fail now, not after a whole evaluation
+
+    @property
+    def higher_is_better(self) -> dict[str, bool]:  # type: ignore[override]
+        """Direction of every reported key, ``meteor`` included when it is computed."""
+        return {**self.directions, "meteor": True} if self.meteor else dict(self.directions)
 
     def _text(self, value: str) -> str:
         return ptb_tokenize(value) if self.tokenize else str(value)
