@@ -240,7 +240,11 @@ class AVUIEDataModule(L.LightningDataModule):
 
     def _loader(self, samples: list[Sample], shuffle: bool) -> DataLoader:
         sampler = TaskBatchSampler([s.task for s in samples], self.batch_size, shuffle=shuffle, seed=self.seed)
-        return DataLoader(
+        return self._batches(DataLoader, samples, sampler)
+
+    def _batches(self, loader_cls: type[DataLoader], samples: list[Sample], sampler: Any) -> DataLoader:
+        """A ``loader_cls`` over ``samples`` processed by this module's processor, batched by ``sampler``."""
+        return loader_cls(
             SampleDataset(samples, self.processor, strict=self.strict),
             batch_sampler=sampler,
             collate_fn=self.processor.collate,
@@ -264,13 +268,7 @@ class AVUIEDataModule(L.LightningDataModule):
             [s.task for s in samples], self.batch_size, mixing=self.mixing, temperature=self.mixing_temperature,
             weights=self.mixing_weights, lengths=lengths, seed=self.seed,
         )
-        return ResumableDataLoader(
-            SampleDataset(samples, self.processor, strict=self.strict),
-            batch_sampler=sampler,
-            collate_fn=self.processor.collate,
-            num_workers=self.num_workers,
-            persistent_workers=self.num_workers > 0,
-        )
+        return self._batches(ResumableDataLoader, samples, sampler)
     # --- end of scale hook ----------------------------------------------------------------------------------
 
     def val_dataloader(self) -> DataLoader:

@@ -290,8 +290,8 @@ class AVLLM(L.LightningModule):
         """
         if self.feature_cache is None:
             return None
-        encoders = {s: e for s, e in (("audio", self.audio_encoder), ("visual", self.visual_encoder)) if e is not None}
-        trained = sorted(f"{s}_encoder" for s in encoders if s not in self.frozen_encoders())
+        frozen = self.frozen_encoders()
+        trained = sorted(f"{s}_encoder" for s in ("audio", "visual") if getattr(self, f"{s}_encoder") is not None and s not in frozen)
         if trained:
             raise CrabzooError(
                 f"feature_cache: {', '.join(trained)} is trained (train_groups or adapter weights), so its features "
