@@ -8,7 +8,7 @@ from pathlib import Path
 
 
 def main(argv: list[str]) -> None:
-    """``crabzoo transfer --config STUDY.yaml [--dry-run | --report-only] [--retry-failed]``."""
+    """``crabzoo transfer --config STUDY.yaml [--dry-run | --emit slurm | --report-only] [--retry-failed]``."""
     parser = argparse.ArgumentParser(
         prog="crabzoo transfer",
         description="Train single-task and multi-task models per paradigm and report the transfer.",
@@ -19,6 +19,9 @@ def main(argv: list[str]) -> None:
     parser.add_argument("--retry-failed", action="store_true", help="run again the runs that failed before")
     parser.add_argument("--only", help="run only the runs whose label contains this text (e.g. 'stc/' or '/seed1')")
     parser.add_argument("--jobs", type=int, default=None, help="runs executed at the same time (default: the study's `jobs`)")
+    parser.add_argument("--emit", choices=["slurm"], help="write a scheduler script of the run matrix (one array index per run) and exit")
+    parser.add_argument("--emit-to", help="path of the emitted script (default: <out>/transfer.slurm)")
+    parser.add_argument("--sbatch", action="append", default=[], help="extra #SBATCH option for --emit slurm, e.g. --sbatch=--gres=gpu:1 (repeatable)")
     args = parser.parse_args(argv)
 
     from crabzoo.transfer.report import write_report
@@ -32,6 +35,14 @@ def main(argv: list[str]) -> None:
         for run in runs:
             print(f"# {run.label} [{run_status(run)}]")
             print(shlex.join(run.command))
+        return
+    if args.emit == "slurm":
+        from crabzoo.transfer.slurm import write_slurm_script
+
+        target = Path(args.emit_to) if args.emit_to else Path(config.out) / "transfer.slurm"
+        save_plan(config, runs)
+        write_slurm_script(runs, args.config, target, args.sbatch)
+        print(f"wrote {target} ({len(runs)} runs); submit it with: sbatch {target}")
         return
     save_plan(config, runs)
     if not args.report_only:
