@@ -59,3 +59,48 @@ def test_mistakes_raise_crabzoo_error() -> None:
         paired_bootstrap([], [], mean_metric)
     with pytest.raises(CrabzooError, match="alpha"):
         paired_bootstrap([1], [1], mean_metric, alpha=1.5)
+
+
+def test_per_sample_states_rebuild_the_task_metric() -> None:
+    from crabzoo.metrics.classification import ClassificationMetric
+    from crabzoo.transfer.samples import metric_samples, recompute
+
+    metric = ClassificationMetric()
+    metric.update(["dog", "cat", None, "dog"], ["dog", "dog", "cat", "dog"])
+    samples = metric_samples(metric)
+    assert samples is not None and len(samples) == 4
+    assert float(metric.compute()["accuracy"]) == pytest.approx(0.5)
+    fresh = ClassificationMetric()
+    assert recompute(fresh, samples)["accuracy"] == pytest.approx(0.5)
+    assert recompute(fresh, [samples[0], samples[0], samples[1]])["accuracy"] == pytest.approx(2 / 3)
+
+
+def test_report_intervals_from_samples_files(tmp_path) -> None:
+    import json
+    from pathlib import Path
+
+    from crabzoo.metrics.classification import ClassificationMetric
+    from crabzoo.transfer.report import add_intervals, compute_deltas, shares
+    from crabzoo.transfer.samples import metric_samples
+    from crabzoo.transfer.study import Run
+
+    truths = ["a", "b", "a", "b", "a", "b"]
+
+    def run(regime: str, preds: list) -> Run:
+        directory = Path(tmp_path) / regime
+        metric = ClassificationMetric()
+        metric.update(preds, truths)
+        ids = [f"s{i}" for i in range(len(truths))]
+        (directory / "version_0").mkdir(parents=True)
+        payload = {"tasks": {"ks": {"ids": ids, "samples": metric_samples(metric)}}}
+        (directory / "version_0" / "samples.json").write_text(json.dumps(payload))
+        return Run("p", regime, ("ks",), 0, directory, ("crabzoo", "fit"))
+
+    runs = [run("single", ["b", "a", "b", "a", "b", "a"]), run("lora", truths)]  # wrong everywhere vs right everywhere
+    info = lambda task: ({"accuracy": True}, "accuracy")  # noqa: E731
+    deltas = compute_deltas({("p", "ks", 0): {"accuracy": 0.0}}, {("p", "lora", "ks", 0): {"accuracy": 1.0}}, info)
+    deltas = add_intervals(deltas, runs, "single", n_resamples=50)
+    primary = next(d for d in deltas if d.primary)
+    assert (primary.ci_lo, primary.ci_hi) == (1.0, 1.0)
+    row = next(r for r in shares(deltas) if r["scope"] == "dataset")
+    assert row["with_ci"] == 1 and row["positive_beyond_ci"] == 1 and row["negative_beyond_ci"] == 0

@@ -6,6 +6,10 @@ mean ± sample standard deviation over seeds and marked *within noise* when ``|m
 seed spread (the larger standard deviation of the single- and multi-task scores over seeds). The share of
 tasks with positive and negative transfer is counted both per metric entry and per dataset (each task's
 primary metric), as the method's headline numbers can be read either way.
+
+Where the runs wrote per-sample records (``samples.json``), each primary-metric Δ also gets a paired bootstrap
+percentile interval over the test samples (:mod:`crabzoo.transfer.bootstrap`), and the shares count the tasks
+whose interval lies entirely above (or below) zero.
 """
 
 from __future__ import annotations
@@ -35,6 +39,8 @@ class Delta:
     std: float
     spread: float
     seeds: int
+    ci_lo: float | None = None
+    ci_hi: float | None = None
 
     @property
     def within_noise(self) -> bool | None:
@@ -135,6 +141,7 @@ def shares(deltas: list[Delta]) -> list[dict[str, Any]]:
             neg = sum(d.mean < 0 for d in items)
             beyond_pos = sum(d.mean > 0 and d.within_noise is False for d in items)
             beyond_neg = sum(d.mean < 0 and d.within_noise is False for d in items)
+            with_ci = [d for d in items if d.ci_lo is not None and d.ci_hi is not None]
             rows.append(
                 {
                     "paradigm": paradigm, "regime": regime, "scope": scope, "n": n,
@@ -142,6 +149,9 @@ def shares(deltas: list[Delta]) -> list[dict[str, Any]]:
                     "positive_share": pos / n if n else float("nan"),
                     "negative_share": neg / n if n else float("nan"),
                     "positive_beyond_noise": beyond_pos, "negative_beyond_noise": beyond_neg,
+                    "with_ci": len(with_ci),
+                    "positive_beyond_ci": sum(d.ci_lo > 0 for d in with_ci),  # type: ignore[operator]
+                    "negative_beyond_ci": sum(d.ci_hi < 0 for d in with_ci),  # type: ignore[operator]
                 }
             )
     return rows
@@ -198,23 +208,30 @@ def markdown(
 ) -> str:
     """The report as Markdown: the shares first, then the absolute scores, then every Δ."""
     out = ["# Transfer report", "", "## Share of tasks with positive transfer", ""]
-    out += ["| paradigm | regime | counted per | n | positive | negative | positive beyond noise | negative beyond noise |", "|---|---|---|---:|---:|---:|---:|---:|"]
+    out += [
+        "| paradigm | regime | counted per | n | positive | negative | positive beyond noise | negative beyond noise "
+        "| positive beyond CI | negative beyond CI |",
+        "|---|---|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
     for r in share_rows:
+        with_ci = r.get("with_ci", 0)
+        ci = lambda k: f"{r[k]} of {with_ci}" if with_ci else "–"  # noqa: E731
         out.append(
             f"| {r['paradigm']} | {r['regime']} | {r['scope']} | {r['n']} | {r['positive']} ({r['positive_share']:.0%}) | "
-            f"{r['negative']} ({r['negative_share']:.0%}) | {r['positive_beyond_noise']} | {r['negative_beyond_noise']} |"
+            f"{r['negative']} ({r['negative_share']:.0%}) | {r['positive_beyond_noise']} | {r['negative_beyond_noise']} | "
+            f"{ci('positive_beyond_ci')} | {ci('negative_beyond_ci')} |"
         )
     out += [""]
     if scores:
         out += _scores_markdown(scores)
     out += ["## Δ = multi − single (sign-corrected; mean ± std over seeds)", ""]
-    out += ["| paradigm | regime | task | metric | single | multi | Δ | within noise |", "|---|---|---|---|---:|---:|---:|---|"]
+    out += ["| paradigm | regime | task | metric | single | multi | Δ | within noise | 95% CI of Δ (paired bootstrap) |", "|---|---|---|---|---:|---:|---:|---|---|"]
     for d in deltas:
         noise = {None: "n/a (1 seed)", True: "yes", False: "no"}[d.within_noise]
         star = " *" if d.primary else ""
         out.append(
             f"| {d.paradigm} | {d.regime} | {d.task} | {d.metric}{star} | {d.single:.4g} | {d.multi:.4g} | "
-            f"{d.mean:+.4g} ± {d.std:.2g} | {noise} |"
+            f"{d.mean:+.4g} ± {d.std:.2g} | {noise} | {'–' if d.ci_lo is None else f'[{d.ci_lo:+.3g}, {d.ci_hi:+.3g}]'} |"
         )
     out += ["", "`*` marks each task's primary metric (the per-dataset count uses it)."]
     if failures:
@@ -314,7 +331,7 @@ def write_report(runs: list[Any], reference: str, out_dir: Path) -> dict[str, An
 
     chance: dict[tuple[str, str], float] = {}
     single, multi, failures = collect(runs, reference, chance)
-    deltas = compute_deltas(single, multi)
+    deltas = add_intervals(compute_deltas(single, multi), runs, reference)
     share_rows = shares(deltas)
     scores = score_rows(deltas, single, multi, chance)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -371,3 +388,59 @@ def plot_routes(runs: list[Any], reference: str, out_dir: Path) -> list[Path]:
         stem = out_dir / "routes" / f"{run.paradigm}_{run.regime}_seed{run.seed}"
         written += plot_summary(json.loads(newest.read_text()), stem)
     return written
+
+
+def load_samples(runs: list[Any], reference: str) -> dict[tuple[str, str, str, int], dict[str, Any]]:
+    """``(paradigm, regime, task, seed) -> {sample id: per-sample state}`` from each run's ``samples.json``."""
+    from crabzoo.transfer.study import FAILED, latest_samples
+
+    table: dict[tuple[str, str, str, int], dict[str, Any]] = {}
+    for run in runs:
+        if (run.directory / FAILED).is_file():
+            continue
+        path = latest_samples(run.directory)
+        if path is None:
+            continue
+        for task, entry in json.loads(path.read_text()).get("tasks", {}).items():
+            table[(run.paradigm, run.regime, task, run.seed)] = dict(zip(entry["ids"], entry["samples"]))
+    return table
+
+
+def add_intervals(
+    deltas: list[Delta], runs: list[Any], reference: str, n_resamples: int = 1000, seed: int = 0, alpha: float = 0.05
+) -> list[Delta]:
+    """Each primary-metric Δ with its paired bootstrap interval, where both runs of its seeds wrote samples.
+
+    The test samples are the ids present in every paired run (the same set for all seeds, so one resample of
+    indices serves every seed); the task's metric is recomputed on each resample.
+    """
+    from crabzoo.tasks import get_task
+    from crabzoo.transfer.bootstrap import paired_bootstrap_seeds
+    from crabzoo.transfer.samples import recompute
+
+    samples = load_samples(runs, reference)
+    if not samples:
+        return deltas
+    result = []
+    for d in deltas:
+        seeds = sorted({s for (p, r, t, s) in samples if (p, r, t) == (d.paradigm, d.regime, d.task)})
+        pairs = [(samples.get((d.paradigm, reference, d.task, s)), samples[(d.paradigm, d.regime, d.task, s)]) for s in seeds]
+        pairs = [(a, b) for a, b in pairs if a is not None]
+        if not d.primary or not pairs:
+            result.append(d)
+            continue
+        common = [i for i in pairs[0][0] if all(i in a and i in b for a, b in pairs)]
+        if not common:
+            result.append(d)
+            continue
+        try:
+            metric = get_task(d.task).make_metric()
+            directions, _ = metric_info(d.task)
+            fn = lambda recs, m=metric, key=d.metric: recompute(m, recs)[key]  # noqa: E731
+            aligned = [([a[i] for i in common], [b[i] for i in common]) for a, b in pairs]
+            _, lo, hi = paired_bootstrap_seeds(aligned, fn, n_resamples, seed, alpha, directions.get(d.metric, True))
+        except Exception:  # a metric whose state cannot be rebuilt: no interval, the rest of the report stands
+            result.append(d)
+            continue
+        result.append(replace(d, ci_lo=lo, ci_hi=hi))
+    return result

@@ -167,6 +167,7 @@ def build_runs(config: StudyConfig, executable: str = "crabzoo") -> list[Run]:
                         cmd += ["--trainer.check_val_every_n_epoch", "null", "--trainer.val_check_interval", str(config.steps)]
                     if config.feature_cache:
                         cmd += ["--model.init_args.feature_cache", str(config.feature_cache)]
+                    cmd += ["--trainer.callbacks+=crabzoo.transfer.samples.SampleRecorder"]  # per-sample records
                     cmd += [*regime.args, *config.args]
                     runs.append(Run(paradigm, regime.name, tasks, seed, directory, tuple(cmd)))
     return runs
@@ -175,6 +176,12 @@ def build_runs(config: StudyConfig, executable: str = "crabzoo") -> list[Run]:
 def last_checkpoint(directory: Path) -> Path | None:
     """The newest ``version_*/checkpoints/last.ckpt`` of a run directory, if any."""
     found = sorted(directory.glob("version_*/checkpoints/last.ckpt"), key=lambda p: p.stat().st_mtime)
+    return found[-1] if found else None
+
+
+def latest_samples(directory: Path) -> Path | None:
+    """The newest ``version_*/samples.json`` (per-sample records) of a run directory, if any."""
+    found = sorted(directory.glob("version_*/samples.json"), key=lambda p: p.stat().st_mtime)
     return found[-1] if found else None
 
 

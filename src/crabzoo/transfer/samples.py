@@ -1,0 +1,94 @@
+"""Per-sample evaluation records of a run, so a transfer Δ can be bootstrapped over test samples.
+
+:class:`SampleRecorder` (added to every run of a transfer study) copies, at the end of each validation, every
+task metric's per-sample state (its ``rows`` and ``records``, see :mod:`crabzoo.metrics.base`) with the sample
+ids into ``samples.json`` next to the run's ``results.json``. :func:`recompute` puts a subset of those
+per-sample states back into a fresh metric of the task and calls its ``compute``: the task's own metric,
+evaluated on a bootstrap resample.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+
+SAMPLES = "samples.json"
+"""File name of the per-sample records in a run's log directory."""
+
+
+def metric_samples(metric: Any) -> list[dict[str, Any]] | None:
+    """One ``{"row": [...] | None, "record": ... | None}`` per evaluated sample, or ``None``.
+
+    ``None`` when the metric's state is not one row and/or one record per sample (then a resample cannot be
+    rebuilt from it).
+    """
+    if not hasattr(metric, "_all_records") or not hasattr(metric, "n_total"):
+        return None
+    n = int(metric.n_total)
+    rows = metric._all_rows().cpu().tolist() if getattr(metric, "row_width", 0) else []
+    records = metric._all_records()
+    if n == 0 or len(rows) not in (0, n) or len(records) not in (0, n) or not (rows or records):
+        return None
+    return [{"row": rows[i] if rows else None, "record": records[i] if records else None} for i in range(n)]
+
+
+def recompute(metric: Any, samples: list[dict[str, Any]]) -> dict[str, float]:
+    """The metric's ``compute`` on exactly ``samples`` (states from :func:`metric_samples`); resets it first."""
+    metric.reset()
+    device = metric.n_total.device
+    rows = [s["row"] for s in samples if s["row"] is not None]
+    if rows:
+        metric.rows.append(torch.tensor(rows, dtype=torch.float64, device=device))
+    records = [s["record"] for s in samples if s["record"] is not None]
+    if records:
+        metric._push_records(records)
+    metric.n_total += len(samples)
+    metric.n_parsed += len(samples)
+    metric._update_count = 1
+    return {k: float(v) for k, v in metric.compute().items()}
+
+
+class SampleRecorder(L.Callback):
+    """Write ``samples.json``: per task, the ids and per-sample metric states of the last validation.
+
+    Only single-process runs are recorded (with several processes the order of the gathered states is not the
+    order of the ids seen here).
+    """
+
+    def __init__(self) -> None:
+        self._ids: dict[str, list[Any]] = defaultdict(list)
+
+    def on_validation_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._ids = defaultdict(list)
+
+    def on_validation_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any,
+                                batch_idx: int, dataloader_idx: int = 0) -> None:
+        if not isinstance(batch, dict) or "tasks" not in batch:
+            return
+        ids = batch.get("ids") or [None] * len(batch["tasks"])
+        for task, sample_id in zip(batch["tasks"], ids):
+            self._ids[task].append(sample_id if sample_id is None else str(sample_id))
+
+    def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.sanity_checking or trainer.world_size > 1 or not trainer.is_global_zero:
+            return
+        from crabzoo.report import atomic_write_text
+
+        tasks: dict[str, Any] = {}
+        for task, metric in getattr(pl_module, "val_metrics", {}).items():
+            samples = metric_samples(metric)
+            ids = self._ids.get(task, [])
+            if samples is None or len(samples) != len(ids):
+                continue
+            if any(i is None for i in ids):
+                ids = [str(i) for i in range(len(ids))]
+            tasks[task] = {"ids": ids, "samples": samples}
+        if tasks:
+            run_dir = Path(trainer.log_dir or trainer.default_root_dir)
+            payload = {"global_step": trainer.global_step, "tasks": tasks}
+            atomic_write_text(run_dir / SAMPLES, json.dumps(payload, default=str))
