@@ -1,8 +1,9 @@
 """The per-task results table written at the end of ``fit``, ``validate`` and ``test``.
 
 The table lists, per task, its group, every metric with the chance level where the task defines one, and
-``n_parsed / n_total`` (unparsable generations count as wrong). It is printed and written atomically as
-``results.json`` and ``results.md`` into the run directory.
+``n_parsed / n_total`` (unparsable generations and samples with unreadable media count as wrong). It is printed
+and written atomically as ``results.json`` and ``results.md`` into the run directory, with the counts of samples
+skipped for unreadable media.
 """
 
 from __future__ import annotations
@@ -73,8 +74,23 @@ def markdown_table(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def skipped_markdown(skipped: dict[str, Any]) -> str:
+    """The Markdown section of the samples skipped for unreadable media ("" when none)."""
+    if not skipped.get("total"):
+        return ""
+    lines = [f"\n## Skipped samples (unreadable media): {skipped['total']}\n", "| split/task | skipped |", "|---|---:|"]
+    lines += [f"| {key} | {n} |" for key, n in skipped["by_task"].items()]
+    lines += ["", "Files:", ""] + [f"- `{path}`: {reason}" for path, reason in skipped["files"]]
+    return "\n".join(lines) + "\n"
+
+
 class ReportCallback(L.Callback):
-    """Print and save the per-task table after validation/testing.
+    """Print and save the per-task table after validation/testing, and the samples skipped for unreadable media.
+
+    Every batch's skipped samples (``batch["skipped"]``, filled by the collator in the data workers) are recorded
+    per stage; each unreadable file is named once in a warning, and the stage's totals per split and task
+    (summed across ranks) are printed at the end of ``fit`` / ``validate`` / ``test`` / ``predict`` and written
+    under ``skipped`` in ``results.json`` (and as a section of ``results.md``).
 
     Args:
         enabled: Write the report.
@@ -82,21 +98,59 @@ class ReportCallback(L.Callback):
     """
 
     def __init__(self, enabled: bool = True, filename: str = "results") -> None:
+        from crabzoo.data.skips import SkipTally
+
         self.enabled = enabled
         self.filename = filename
+        self.skips = SkipTally()
 
     def _write(self, trainer: L.Trainer, module: L.LightningModule, stage: str) -> None:
+        from crabzoo.data.skips import print_summary
+
+        skipped = self.skips.gathered(stage)  # on every rank: the counts are summed across ranks
+        self.skips.reset(stage)
+        if not trainer.is_global_zero:
+            return
         results = getattr(module, "results", None)
-        if not self.enabled or not results or not trainer.is_global_zero:
+        if not self.enabled or not results:
+            print_summary(stage, skipped)
             return
         rows = build_rows(results, getattr(module, "chance", None))
         run_dir = Path(trainer.log_dir or trainer.default_root_dir)
         table = markdown_table(rows)
-        payload = {"stage": stage, "global_step": trainer.global_step, "results": results, "rows": rows}
+        payload = {"stage": stage, "global_step": trainer.global_step, "results": results, "rows": rows, "skipped": skipped}
         atomic_write_text(run_dir / f"{self.filename}.json", json.dumps(payload, indent=2))
-        atomic_write_text(run_dir / f"{self.filename}.md", f"# {stage} results (step {trainer.global_step})\n\n{table}")
+        atomic_write_text(
+            run_dir / f"{self.filename}.md",
+            f"# {stage} results (step {trainer.global_step})\n\n{table}{skipped_markdown(skipped)}",
+        )
         print(f"\nPer-task {stage} results (written to {run_dir / self.filename}.md):\n\n{table}")
+        print_summary(stage, skipped)
 
+    # ------------------------------------------------------------------ skipped samples, from every batch
+    def _record(self, trainer: L.Trainer, batch: Any) -> None:
+        if not trainer.sanity_checking:
+            self.skips.add(trainer.state.fn.value if trainer.state.fn is not None else "fit", batch)
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int) -> None:
+        self._record(trainer, batch)
+
+    def on_validation_batch_end(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int, dataloader_idx: int = 0
+    ) -> None:
+        self._record(trainer, batch)
+
+    def on_test_batch_end(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int, dataloader_idx: int = 0
+    ) -> None:
+        self._record(trainer, batch)
+
+    def on_predict_batch_end(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int, dataloader_idx: int = 0
+    ) -> None:
+        self._record(trainer, batch)
+
+    # ------------------------------------------------------------------ stage ends
     def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._write(trainer, pl_module, "fit")
 
@@ -106,3 +160,11 @@ class ReportCallback(L.Callback):
 
     def on_test_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._write(trainer, pl_module, "test")
+
+    def on_predict_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        from crabzoo.data.skips import print_summary
+
+        skipped = self.skips.gathered("predict")
+        self.skips.reset("predict")
+        if trainer.is_global_zero:
+            print_summary("predict", skipped)

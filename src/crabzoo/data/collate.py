@@ -171,9 +171,14 @@ class Processor:
     def collate(items: list[dict[str, Any] | None]) -> dict[str, Any]:
         """Batch items: unpadded ids/labels lists, time-padded media with masks, and the bookkeeping lists.
 
-        ``None`` items (samples whose media could not be decoded) are dropped and counted in ``n_skipped``.
+        Skipped items (samples whose media could not be decoded, :func:`crabzoo.data.skips.skipped_item`, or
+        ``None``) are left out of the tensors, counted in ``n_skipped`` and listed in ``skipped`` (task, id,
+        split, truth, file, reason), so the main process can report and score them.
         """
-        kept = [it for it in items if it is not None]
+        from crabzoo.data.skips import SKIPPED_KEY, is_skipped
+
+        kept = [it for it in items if not is_skipped(it)]
+        skipped = [it for it in items if it is not None and is_skipped(it)]
         batch: dict[str, Any] = {
             "ids": [it["id"] for it in kept],
             "tasks": [it["task"] for it in kept],
@@ -186,6 +191,7 @@ class Processor:
             ],
             "media": {},
             "n_skipped": len(items) - len(kept),
+            SKIPPED_KEY: [{k: v for k, v in it.items() if k != SKIPPED_KEY} for it in skipped],
         }
         batch["features"] = {}
         streams = sorted({s for it in kept for s in it["media"]})

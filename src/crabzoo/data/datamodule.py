@@ -35,7 +35,7 @@ def _exclusive(lock: Path) -> Iterator[None]:
 
 
 class SampleDataset(Dataset):
-    """Samples of several tasks, processed lazily; corrupt media yields ``None`` (counted by the collator).
+    """Samples of several tasks, processed lazily; corrupt media yields a skipped item (see :mod:`crabzoo.data.skips`).
 
     Args:
         samples: The samples, in a fixed order.
@@ -51,16 +51,21 @@ class SampleDataset(Dataset):
     def __len__(self) -> int:
         return len(self.samples)
 
-    def __getitem__(self, index: int) -> dict[str, Any] | None:
+    def __getitem__(self, index: int) -> dict[str, Any]:
         from crabzoo.data.media import MediaError
+
+        from crabzoo.data.skips import CorruptMediaError, skipped_item
 
         sample = self.samples[index]
         try:
             return self.processor(sample)
         except MediaError as err:
             if self.strict:
-                raise CrabzooError(f"corrupt media in sample {sample.id}: {err} (set data.init_args.strict: false to skip)") from None
-            return None
+                raise CorruptMediaError(
+                    f"corrupt media in sample {sample.id} ({sample.task}): {err.path}: {err.reason} "
+                    "(fix or remove the file, or set data.init_args.strict: false to skip such samples)"
+                ) from None
+            return skipped_item(sample, err.path, err.reason)
 
 
 class TaskBatchSampler(torch.utils.data.Sampler[list[int]]):

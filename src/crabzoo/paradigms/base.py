@@ -473,7 +473,26 @@ class AVLLM(L.LightningModule):
         for task, values in sums.items():
             self.log(f"{prefix}/loss/{task}", torch.stack(values).mean(), batch_size=len(values), sync_dist=True)
 
-    def training_step(self, batch: dict[str, Any], batch_idx: int) -> Tensor:
+    def _log_skipped(self, batch: dict[str, Any]) -> None:
+        """Sum of skipped samples over the epoch (every batch counts, not only the logging steps')."""
+        if batch.get("n_skipped"):
+            self.log("data/skipped_media", float(batch["n_skipped"]), reduce_fx="sum", on_step=False, on_epoch=True, batch_size=1)
+
+    def _score_skipped(self, batch: dict[str, Any]) -> None:
+        """Score every skipped sample of an eval batch as an unparsed (wrong) prediction of its task."""
+        from crabzoo.data.skips import skipped_predictions
+        from crabzoo.tasks import get_task
+
+        for task, (preds, truths) in skipped_predictions(batch).items():
+            if task not in self.val_metrics:
+                self.val_metrics[task] = get_task(task).make_metric().to(self.device)
+            self.val_metrics[task].update(preds, truths)
+            self._truths[task].extend(truths)
+
+    def training_step(self, batch: dict[str, Any], batch_idx: int) -> Tensor | None:
+        self._log_skipped(batch)
+        if not batch["tasks"]:  # every sample of the batch was skipped: no step
+            return None
         out = self(batch)
         loss = out["loss"]
         aux = self.adapter.aux_loss() if self.adapter is not None else None
@@ -483,11 +502,13 @@ class AVLLM(L.LightningModule):
         batch_size = len(batch["tasks"])
         self.log("train/loss", out["loss"].detach(), prog_bar=True, batch_size=batch_size)
         self._log_per_task("train", batch, out["per_sample"].detach())
-        if batch.get("n_skipped"):
-            self.log("data/skipped_media", float(batch["n_skipped"]), reduce_fx="sum", batch_size=batch_size)
         return loss
 
     def _eval_step(self, batch: dict[str, Any], prefix: str) -> None:
+        if self.generate_val:
+            self._score_skipped(batch)
+        if not batch["tasks"]:
+            return
         out = self(batch)
         self.log(f"{prefix}/loss", out["loss"], prog_bar=True, batch_size=len(batch["tasks"]), sync_dist=True)
         self._log_per_task(prefix, batch, out["per_sample"])

@@ -96,8 +96,10 @@ class MaskProcessor(Processor):
     @staticmethod
     def collate(items: list[dict[str, Any] | None]) -> dict[str, Any]:
         """The base batch plus ``masks`` (bool ``(B, H, W)``, zeros where absent) and ``has_mask`` (bool ``(B,)``)."""
+        from crabzoo.data.skips import is_skipped
+
         batch = Processor.collate(items)
-        kept = [it for it in items if it is not None]
+        kept = [it for it in items if not is_skipped(it)]
         shapes = {tuple(it["mask"].shape) for it in kept if it.get("mask") is not None}
         if len(shapes) > 1:
             raise ValueError(f"masks of one batch differ in size: {sorted(shapes)}")
@@ -376,8 +378,7 @@ class SegmentationAVLLM(AVLLM):
         media = self._embeddings(raw)
         inputs, attention, labels = self.splice(batch["input_ids"], batch["labels"], media)
         positions = (attention.cumsum(-1) - 1).clamp(min=0)
-        logits, hidden = self.backbone(inputs, attention, positions, output_hidden_states=True)
-        loss, per_sample = lm_loss(logits, labels)
+        loss, per_sample, hidden = self.backbone(inputs, attention, positions, output_hidden_states=True, labels=labels)
         has_mask = batch.get("has_mask")
         rows = [] if has_mask is None else [int(b) for b in has_mask.nonzero().flatten()]
         # a batch without masks still touches every decoder weight (zero gradient), as DDP expects
@@ -466,7 +467,10 @@ class SegmentationAVLLM(AVLLM):
         return texts, preds
 
     # ------------------------------------------------------------------ steps
-    def training_step(self, batch: dict[str, Any], batch_idx: int) -> Tensor:
+    def training_step(self, batch: dict[str, Any], batch_idx: int) -> Tensor | None:
+        self._log_skipped(batch)
+        if not batch["tasks"]:  # every sample of the batch was skipped: no step
+            return None
         out = self(batch)
         loss = out["loss"]
         aux = self.adapter.aux_loss() if self.adapter is not None else None
@@ -477,11 +481,13 @@ class SegmentationAVLLM(AVLLM):
         self.log("train/loss", out["lm_loss"].detach(), prog_bar=True, batch_size=batch_size)
         self.log("train/mask_loss", out["mask_loss"].detach(), prog_bar=True, batch_size=batch_size)
         self._log_per_task("train", batch, out["per_sample"].detach())
-        if batch.get("n_skipped"):
-            self.log("data/skipped_media", float(batch["n_skipped"]), reduce_fx="sum", batch_size=batch_size)
         return loss
 
     def _eval_step(self, batch: dict[str, Any], prefix: str) -> None:
+        if self.generate_val:
+            self._score_skipped(batch)
+        if not batch["tasks"]:
+            return
         out = self(batch)
         batch_size = len(batch["tasks"])
         self.log(f"{prefix}/loss", out["lm_loss"], prog_bar=True, batch_size=batch_size, sync_dist=True)

@@ -183,15 +183,19 @@ class OmniProcessor:
     def collate(self, items: list[dict[str, Any] | None]) -> dict[str, Any]:
         """Batch items with the thinker's collate: ``inputs`` right-padded (training), ``prompt`` left-padded.
 
-        ``None`` items (samples whose media could not be decoded) are dropped and counted in ``n_skipped``.
+        Skipped items (samples whose media could not be decoded) are dropped, counted in ``n_skipped`` and
+        listed in ``skipped`` (see :mod:`crabzoo.data.skips`).
         """
-        kept = [it for it in items if it is not None]
+        from crabzoo.data.skips import SKIPPED_KEY, is_skipped
+
+        kept = [it for it in items if not is_skipped(it)]
         batch: dict[str, Any] = {
             "ids": [it["id"] for it in kept],
             "tasks": [it["task"] for it in kept],
             "truths": [it["truth"] for it in kept],
             "metas": [it["meta"] for it in kept],
             "n_skipped": len(items) - len(kept),
+            SKIPPED_KEY: [{k: v for k, v in it.items() if k != SKIPPED_KEY} for it in items if it is not None and is_skipped(it)],
         }
         if kept:
             batch["inputs"] = self.backbone.collate([it["inputs"] for it in kept], padding_side="right")
