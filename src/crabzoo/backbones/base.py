@@ -74,7 +74,20 @@ class Backbone(nn.Module, ABC):
 
     @abstractmethod
     def forward(self, inputs_embeds: Tensor, attention_mask: Tensor, position_ids: Tensor | None = None) -> Tensor:
-        """Logits ``(B, L, V)`` for a batch of embeddings."""
+        """Logits ``(B, L, V)`` for a batch of embeddings.
+
+        Implementations also accept ``labels=(B, L)``: then they return ``(loss, per_sample)`` of
+        :func:`crabzoo.paradigms.loss.supervised_loss` instead of logits (the LM head runs only on supervised
+        positions, inside ``forward`` so that sharding hooks see it).
+        """
+
+    @abstractmethod
+    def hidden_states(self, inputs_embeds: Tensor, attention_mask: Tensor, position_ids: Tensor | None = None) -> Tensor:
+        """Final hidden states ``(B, L, hidden_size)`` (after the decoder's final norm), without the LM head."""
+
+    @abstractmethod
+    def output_embeddings(self) -> nn.Module:
+        """The LM head (``hidden_size -> vocabulary``); ``head(hidden_states(...))`` equals :meth:`forward`'s logits."""
 
     @abstractmethod
     def generate(self, inputs_embeds: Tensor, attention_mask: Tensor, max_new_tokens: int) -> Tensor:

@@ -28,6 +28,7 @@ from torch import Tensor, nn
 from crabzoo.backbones.base import MEDIA_WRAPPERS, PLACEHOLDERS, Backbone
 from crabzoo.backbones.chat_templates import TEMPLATES
 from crabzoo.errors import CrabzooError
+from crabzoo.paradigms.loss import supervised_loss
 
 PROJECTIONS: tuple[str, ...] = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 """Attention and MLP projections of LLaMA-family decoders."""
@@ -327,11 +328,19 @@ class HFCausalLM(Backbone):
         attention_mask: Tensor,
         position_ids: Tensor | None = None,
         output_hidden_states: bool = False,
-    ) -> Tensor | tuple[Tensor, Tensor]:
+        labels: Tensor | None = None,
+    ) -> Tensor | tuple[Tensor, ...]:
         """Logits ``(B, L, V)``; with ``output_hidden_states=True``, ``(logits, last_hidden (B, L, D))``.
 
         ``last_hidden`` is the decoder's final hidden state (after the final norm), e.g. for Crab's mask tokens.
+        With ``labels`` ``(B, L)`` no full logits are computed: the result is ``(loss, per_sample)`` of
+        :func:`~crabzoo.paradigms.loss.supervised_loss` (``(loss, per_sample, last_hidden)`` with
+        ``output_hidden_states=True``).
         """
+        if labels is not None:
+            hidden = self.hidden_states(inputs_embeds, attention_mask, position_ids)
+            loss, per_sample = supervised_loss(hidden, labels, self.output_embeddings())
+            return (loss, per_sample, hidden) if output_hidden_states else (loss, per_sample)
         out = self.model(
             inputs_embeds=inputs_embeds, attention_mask=attention_mask, position_ids=position_ids, use_cache=False,
             output_hidden_states=output_hidden_states,
@@ -339,6 +348,17 @@ class HFCausalLM(Backbone):
         if output_hidden_states:
             return out.logits, out.hidden_states[-1]
         return out.logits
+
+    def hidden_states(self, inputs_embeds: Tensor, attention_mask: Tensor, position_ids: Tensor | None = None) -> Tensor:
+        """Final hidden states ``(B, L, D)`` of the decoder (after its final norm), without the LM head."""
+        out = self.model.get_decoder()(
+            inputs_embeds=inputs_embeds, attention_mask=attention_mask, position_ids=position_ids, use_cache=False
+        )
+        return out.last_hidden_state
+
+    def output_embeddings(self) -> nn.Module:
+        """The LM head of the wrapped model."""
+        return self.model.get_output_embeddings()
 
     @torch.no_grad()
     def generate(self, inputs_embeds: Tensor, attention_mask: Tensor, max_new_tokens: int) -> Tensor:

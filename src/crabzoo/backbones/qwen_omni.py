@@ -34,6 +34,7 @@ from crabzoo.backbones.hf_causal_lm import (
     set_activation_checkpointing,
 )
 from crabzoo.errors import CrabzooError
+from crabzoo.paradigms.loss import supervised_loss
 
 IGNORE_INDEX = -100
 
@@ -318,14 +319,35 @@ class QwenOmniThinker(Backbone):
     def embed(self, input_ids: Tensor) -> Tensor:
         return self.thinker.get_input_embeddings()(input_ids)
 
-    def forward(self, inputs_embeds: Tensor, attention_mask: Tensor, position_ids: Tensor | None = None) -> Tensor:
-        """Logits for text embeddings; positions default to the left-padding-aware ``cumsum`` (same on all 3 axes)."""
+    def forward(
+        self, inputs_embeds: Tensor, attention_mask: Tensor, position_ids: Tensor | None = None, labels: Tensor | None = None
+    ) -> Tensor | tuple[Tensor, Tensor]:
+        """Logits for text embeddings; positions default to the left-padding-aware ``cumsum`` (same on all 3 axes).
+
+        With ``labels`` ``(B, L)``: ``(loss, per_sample)`` of :func:`~crabzoo.paradigms.loss.supervised_loss`.
+        """
+        if labels is not None:
+            hidden = self.hidden_states(inputs_embeds, attention_mask, position_ids)
+            return supervised_loss(hidden, labels, self.output_embeddings())
         if position_ids is None:
             position_ids = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
         out = self.thinker(
             inputs_embeds=inputs_embeds, attention_mask=attention_mask, position_ids=position_ids, use_cache=False
         )
         return out.logits
+
+    def hidden_states(self, inputs_embeds: Tensor, attention_mask: Tensor, position_ids: Tensor | None = None) -> Tensor:
+        """Final hidden states ``(B, L, D)`` of the thinker's text model for text embeddings."""
+        if position_ids is None:
+            position_ids = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
+        out = self.thinker.model(
+            inputs_embeds=inputs_embeds, attention_mask=attention_mask, position_ids=position_ids, use_cache=False
+        )
+        return out.last_hidden_state
+
+    def output_embeddings(self) -> nn.Module:
+        """The thinker's LM head."""
+        return self.thinker.lm_head
 
     @torch.no_grad()
     def generate(self, inputs_embeds: Tensor, attention_mask: Tensor, max_new_tokens: int) -> Tensor:

@@ -445,15 +445,8 @@ class AVLLM(L.LightningModule):
         if self.telemetry is not None and self.telemetry.enabled:
             self.telemetry.start(list(batch["tasks"]), mask=attention)
         positions = (attention.cumsum(-1) - 1).clamp(min=0)
-        logits = self.backbone(inputs, attention, positions)
-        shift_logits = logits[:, :-1].float()
-        shift_labels = labels[:, 1:]
-        token_loss = F.cross_entropy(
-            shift_logits.reshape(-1, shift_logits.shape[-1]), shift_labels.reshape(-1), ignore_index=IGNORE_INDEX, reduction="none"
-        ).view_as(shift_labels)
-        valid = (shift_labels != IGNORE_INDEX).float()
-        per_sample = (token_loss * valid).sum(-1) / valid.sum(-1).clamp(min=1)
-        loss = (token_loss * valid).sum() / valid.sum().clamp(min=1)
+        # the LM head and the fp32 cross-entropy run only on supervised positions (crabzoo.paradigms.loss)
+        loss, per_sample = self.backbone(inputs, attention, positions, labels=labels)
         return {"loss": loss, "per_sample": per_sample}
 
     @torch.no_grad()

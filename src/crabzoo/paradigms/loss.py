@@ -1,0 +1,54 @@
+"""Next-token cross-entropy computed only where labels supervise, in chunks.
+
+Projecting every position onto a ~150k vocabulary and upcasting it to fp32 costs ``L x V x 4`` bytes (plus the
+saved softmax) although usually only the assistant turns carry labels. :func:`supervised_loss` gathers the final
+hidden states of supervised positions, runs the LM head and an fp32 cross-entropy on them ``chunk_size`` rows at a
+time, and returns the same ``(loss, per_sample)`` as the full-logits computation.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+IGNORE_INDEX = -100
+"""Label of positions that carry no loss."""
+
+CHUNK_SIZE = 1024
+"""Supervised rows projected onto the vocabulary at a time."""
+
+
+def supervised_loss(
+    hidden: Tensor, labels: Tensor, head: nn.Module, chunk_size: int = CHUNK_SIZE
+) -> tuple[Tensor, Tensor]:
+    """Next-token cross-entropy over supervised positions.
+
+    Position ``t`` predicts ``labels[:, t + 1]``; positions whose shifted label is ``IGNORE_INDEX`` are skipped
+    before the LM head runs.
+
+    Args:
+        hidden: Final hidden states ``(B, L, D)`` (after the decoder's final norm).
+        labels: Token labels ``(B, L)`` aligned with ``hidden`` (not shifted), ``IGNORE_INDEX`` where unsupervised.
+        head: The LM head (``D -> V``).
+        chunk_size: Rows per LM-head call; each chunk's logits are upcast to fp32 on their own.
+
+    Returns:
+        ``(mean over supervised tokens, mean per sample (B,))``; a sample without supervised tokens gets 0.
+    """
+    shift_labels = labels[:, 1:]
+    mask = shift_labels != IGNORE_INDEX
+    rows = hidden[:, :-1][mask]
+    targets = shift_labels[mask]
+    sample_of_row = mask.nonzero()[:, 0]
+    # at least one (possibly empty) chunk, so the head stays in the graph even without supervised tokens
+    losses = [
+        F.cross_entropy(head(rows[start : start + chunk_size]).float(), targets[start : start + chunk_size], reduction="none")
+        for start in range(0, max(rows.shape[0], 1), chunk_size)
+    ]
+    token_loss = torch.cat(losses)
+    counts = mask.sum(-1).to(token_loss.dtype)
+    sums = token_loss.new_zeros(labels.shape[0]).index_add(0, sample_of_row, token_loss)
+    per_sample = sums / counts.clamp(min=1)
+    loss = token_loss.sum() / counts.sum().clamp(min=1)
+    return loss, per_sample
