@@ -128,3 +128,32 @@ def test_collate_lists_skipped_items_and_counts_them(monkeypatch):
         tally.add("test", batch)
     tally.add("test", batch)  # the same sample again (another epoch): counted once
     assert tally.gathered("test") == {"total": 1, "by_task": {"test/ks": 1}, "files": [["a.mp4", "cannot decode video"]]}
+
+
+def test_eval_step_scores_an_all_skipped_batch_and_training_makes_no_step(monkeypatch):
+    from types import SimpleNamespace
+
+    import torch
+
+    import crabzoo.data.skips as skips
+    from crabzoo.data.collate import Processor
+    from crabzoo.data.schema import Sample
+    from crabzoo.data.skips import skipped_item
+    from crabzoo.paradigms.base import AVLLM
+
+    monkeypatch.setattr(skips, "_WARNED", set())
+    samples = [Sample(id=f"ks/test/{i}", task="ks", split="test", truth={"answer": "hopping"}) for i in range(2)]
+    batch = Processor.collate([skipped_item(s, f"{i}.mp4", "cannot decode video") for i, s in enumerate(samples)])
+    logged: list[tuple[str, float]] = []
+    module = SimpleNamespace(
+        generate_val=True, val_metrics={}, _truths={"ks": []}, device=torch.device("cpu"),
+        log=lambda name, value, **kw: logged.append((name, value)),
+    )
+    module._score_skipped = lambda b: AVLLM._score_skipped(module, b)
+    module._log_skipped = lambda b: AVLLM._log_skipped(module, b)
+    AVLLM._eval_step(module, batch, "test")  # no forward pass: the batch holds no decodable sample
+    values = module.val_metrics["ks"].compute()
+    assert int(values["n_total"]) == 2 and int(values["n_parsed"]) == 0
+    assert module._truths["ks"] == [{"answer": "hopping"}] * 2
+    assert AVLLM.training_step(module, batch, 0) is None
+    assert logged == [("data/skipped_media", 2.0)]
