@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import inspect
 import math
+import warnings
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from typing import Any
@@ -17,6 +18,7 @@ from typing import Any
 import lightning as L
 import torch
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
+from lightning.pytorch.utilities import rank_zero_info
 from torch import Tensor, nn
 
 from crabzoo.adapters.base import Adapter
@@ -28,6 +30,9 @@ from crabzoo.errors import CrabzooError
 
 IGNORE_INDEX = -100
 """Label value of positions that carry no loss (prompt, media, padding)."""
+
+# frozen encoders stay in eval mode on purpose (no dropout, fixed norm statistics); on_fit_start says so once
+warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode at the start of training")
 
 STREAM_OF_KIND: dict[str, str] = {"video": "visual", "image": "visual", "audio": "audio"}
 """Which encoder stream feeds each placeholder kind."""
@@ -560,6 +565,9 @@ class AVLLM(L.LightningModule):
 
     def on_fit_start(self) -> None:
         self._refresh_cache_keys()
+        frozen = sum(not m.training for m in self.modules())
+        if frozen:
+            rank_zero_info(f"crabzoo: frozen encoders stay in eval mode ({frozen} modules)")
 
     def on_validation_start(self) -> None:
         if self.trainer.state.fn == "validate":
