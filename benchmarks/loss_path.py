@@ -16,21 +16,8 @@ import sys
 import time
 
 import torch
-import torch.nn.functional as F
 
-from crabzoo.paradigms.loss import IGNORE_INDEX, supervised_loss
-
-
-def full_logits_loss(hidden: torch.Tensor, labels: torch.Tensor, head: torch.nn.Module) -> torch.Tensor:
-    """The previous path: the LM head on every position, all logits cast to fp32."""
-    logits = head(hidden)
-    shift_logits, shift_labels = logits[:, :-1].float(), labels[:, 1:]
-    token_loss = F.cross_entropy(
-        shift_logits.reshape(-1, shift_logits.shape[-1]), shift_labels.reshape(-1), ignore_index=IGNORE_INDEX,
-        reduction="none",
-    ).view_as(shift_labels)
-    valid = (shift_labels != IGNORE_INDEX).float()
-    return (token_loss * valid).sum() / valid.sum().clamp(min=1)
+from crabzoo.backbones.loss import IGNORE_INDEX, full_logits_loss, supervised_loss
 
 
 def peak_bytes(device: torch.device) -> int:
@@ -58,7 +45,7 @@ def measure(
 
     def step() -> None:
         if path == "full":
-            loss = full_logits_loss(hidden, labels, head)
+            loss, _ = full_logits_loss(head(hidden), labels)
         else:
             loss, _ = supervised_loss(hidden, labels, head)
         loss.backward()

@@ -107,8 +107,7 @@ class ReportCallback(L.Callback):
     def _write(self, trainer: L.Trainer, module: L.LightningModule, stage: str) -> None:
         from crabzoo.data.skips import print_summary
 
-        skipped = self.skips.gathered(stage)  # on every rank: the counts are summed across ranks
-        self.skips.reset(stage)
+        skipped = self._gather_skips(stage)
         if not trainer.is_global_zero:
             return
         results = getattr(module, "results", None)
@@ -128,6 +127,12 @@ class ReportCallback(L.Callback):
         print_summary(stage, skipped)
 
     # ------------------------------------------------------------------ skipped samples, from every batch
+    def _gather_skips(self, stage: str) -> dict[str, Any]:
+        """The stage's skip totals summed across ranks (call on every rank), then forgotten."""
+        skipped = self.skips.gathered(stage)
+        self.skips.reset(stage)
+        return skipped
+
     def _record(self, trainer: L.Trainer, batch: Any) -> None:
         if not trainer.sanity_checking:
             self.skips.add(trainer.state.fn.value if trainer.state.fn is not None else "fit", batch)
@@ -164,7 +169,6 @@ class ReportCallback(L.Callback):
     def on_predict_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         from crabzoo.data.skips import print_summary
 
-        skipped = self.skips.gathered("predict")
-        self.skips.reset("predict")
+        skipped = self._gather_skips("predict")
         if trainer.is_global_zero:
             print_summary("predict", skipped)

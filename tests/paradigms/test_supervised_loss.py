@@ -4,25 +4,12 @@ from pathlib import Path
 
 import pytest
 import torch
-import torch.nn.functional as F
 import yaml
 
 from crabzoo.backbones.hf_causal_lm import HFCausalLM
-from crabzoo.paradigms.loss import IGNORE_INDEX, supervised_loss
+from crabzoo.backbones.loss import IGNORE_INDEX, full_logits_loss, supervised_loss
 
 ROOT = Path(__file__).resolve().parents[2]
-
-
-def full_logits_loss(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """The previous computation: LM head on every position, all logits upcast to fp32."""
-    shift_logits, shift_labels = logits[:, :-1].float(), labels[:, 1:]
-    token_loss = F.cross_entropy(
-        shift_logits.reshape(-1, shift_logits.shape[-1]), shift_labels.reshape(-1), ignore_index=IGNORE_INDEX,
-        reduction="none",
-    ).view_as(shift_labels)
-    valid = (shift_labels != IGNORE_INDEX).float()
-    per_sample = (token_loss * valid).sum(-1) / valid.sum(-1).clamp(min=1)
-    return (token_loss * valid).sum() / valid.sum().clamp(min=1), per_sample
 
 
 def tiny_backbone() -> HFCausalLM:

@@ -77,7 +77,7 @@ class Backbone(nn.Module, ABC):
         """Logits ``(B, L, V)`` for a batch of embeddings.
 
         Implementations also accept ``labels=(B, L)``: then they return ``(loss, per_sample)`` of
-        :func:`crabzoo.paradigms.loss.supervised_loss` instead of logits (the LM head runs only on supervised
+        :func:`crabzoo.backbones.loss.supervised_loss` instead of logits (the LM head runs only on supervised
         positions, inside ``forward`` so that sharding hooks see it).
         """
 

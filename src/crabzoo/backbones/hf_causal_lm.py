@@ -28,7 +28,7 @@ from torch import Tensor, nn
 from crabzoo.backbones.base import MEDIA_WRAPPERS, PLACEHOLDERS, Backbone
 from crabzoo.backbones.chat_templates import TEMPLATES
 from crabzoo.errors import CrabzooError
-from crabzoo.paradigms.loss import supervised_loss
+from crabzoo.backbones.loss import supervised_loss
 
 PROJECTIONS: tuple[str, ...] = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 """Attention and MLP projections of LLaMA-family decoders."""
@@ -334,7 +334,7 @@ class HFCausalLM(Backbone):
 
         ``last_hidden`` is the decoder's final hidden state (after the final norm), e.g. for Crab's mask tokens.
         With ``labels`` ``(B, L)`` no full logits are computed: the result is ``(loss, per_sample)`` of
-        :func:`~crabzoo.paradigms.loss.supervised_loss` (``(loss, per_sample, last_hidden)`` with
+        :func:`~crabzoo.backbones.loss.supervised_loss` (``(loss, per_sample, last_hidden)`` with
         ``output_hidden_states=True``).
         """
         if labels is not None:

@@ -34,9 +34,7 @@ from crabzoo.backbones.hf_causal_lm import (
     set_activation_checkpointing,
 )
 from crabzoo.errors import CrabzooError
-from crabzoo.paradigms.loss import supervised_loss
-
-IGNORE_INDEX = -100
+from crabzoo.backbones.loss import IGNORE_INDEX, supervised_loss
 
 OMNI_PLACEHOLDERS: dict[str, str] = {"video": "<|VIDEO|>", "image": "<|IMAGE|>", "audio": "<|AUDIO|>"}
 """Placeholder token per media kind in the Qwen2.5-Omni vocabulary."""
@@ -324,7 +322,7 @@ class QwenOmniThinker(Backbone):
     ) -> Tensor | tuple[Tensor, Tensor]:
         """Logits for text embeddings; positions default to the left-padding-aware ``cumsum`` (same on all 3 axes).
 
-        With ``labels`` ``(B, L)``: ``(loss, per_sample)`` of :func:`~crabzoo.paradigms.loss.supervised_loss`.
+        With ``labels`` ``(B, L)``: ``(loss, per_sample)`` of :func:`~crabzoo.backbones.loss.supervised_loss`.
         """
         if labels is not None:
             hidden = self.hidden_states(inputs_embeds, attention_mask, position_ids)

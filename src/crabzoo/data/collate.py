@@ -175,10 +175,9 @@ class Processor:
         ``None``) are left out of the tensors, counted in ``n_skipped`` and listed in ``skipped`` (task, id,
         split, truth, file, reason), so the main process can report and score them.
         """
-        from crabzoo.data.skips import SKIPPED_KEY, is_skipped
+        from crabzoo.data.skips import SKIPPED_KEY, split_skipped
 
-        kept = [it for it in items if not is_skipped(it)]
-        skipped = [it for it in items if it is not None and is_skipped(it)]
+        kept, skipped = split_skipped(items)
         batch: dict[str, Any] = {
             "ids": [it["id"] for it in kept],
             "tasks": [it["task"] for it in kept],
@@ -191,7 +190,7 @@ class Processor:
             ],
             "media": {},
             "n_skipped": len(items) - len(kept),
-            SKIPPED_KEY: [{k: v for k, v in it.items() if k != SKIPPED_KEY} for it in skipped],
+            SKIPPED_KEY: skipped,
         }
         batch["features"] = {}
         streams = sorted({s for it in kept for s in it["media"]})

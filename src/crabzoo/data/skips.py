@@ -64,6 +64,16 @@ def is_skipped(item: Any) -> bool:
     return item is None or (isinstance(item, dict) and bool(item.get(SKIPPED_KEY)))
 
 
+def split_skipped(items: list[Any]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """``(kept, skipped)``: the decoded items, and the records of the skipped ones (without the marker key).
+
+    A bare ``None`` (a skip from a dataset that returns nothing) is counted by the caller but has no record.
+    """
+    kept = [it for it in items if not is_skipped(it)]
+    skipped = [{k: v for k, v in it.items() if k != SKIPPED_KEY} for it in items if it is not None and is_skipped(it)]
+    return kept, skipped
+
+
 def skipped_predictions(batch: dict[str, Any]) -> dict[str, tuple[list[Any], list[Any]]]:
     """Per task, one :class:`~crabzoo.tasks.base.ParseFailure` and the truth for every skipped sample of a batch."""
     from crabzoo.tasks.base import ParseFailure
@@ -96,13 +106,6 @@ class SkipTally:
                     SkippedMediaWarning,
                     stacklevel=2,
                 )
-
-    def counts(self, stage: str) -> dict[str, int]:
-        """Skipped samples of ``stage`` per ``split/task`` on this rank."""
-        out: dict[str, int] = defaultdict(int)
-        for rec in self.records.get(stage, []):
-            out[f"{rec['split'] or stage}/{rec['task']}"] += 1
-        return dict(sorted(out.items()))
 
     def gathered(self, stage: str) -> dict[str, Any]:
         """``{"total", "by_task", "files"}`` of ``stage`` over all ranks (call on every rank); each sample once."""

@@ -23,13 +23,11 @@ from torch import Tensor, nn
 
 from crabzoo.adapters.base import Adapter
 from crabzoo.backbones.base import Backbone
+from crabzoo.backbones.loss import IGNORE_INDEX
 from crabzoo.connectors.base import ConnectorFactory
 from crabzoo.data.collate import Processor
 from crabzoo.encoders.base import AudioEncoder, MediaFeatures, VisualEncoder
 from crabzoo.errors import CrabzooError
-
-IGNORE_INDEX = -100
-"""Label value of positions that carry no loss (prompt, media, padding)."""
 
 # frozen encoders stay in eval mode on purpose (no dropout, fixed norm statistics); on_fit_start says so once
 warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode at the start of training")
@@ -449,7 +447,7 @@ class AVLLM(L.LightningModule):
         if self.telemetry is not None and self.telemetry.enabled:
             self.telemetry.start(list(batch["tasks"]), mask=attention)
         positions = (attention.cumsum(-1) - 1).clamp(min=0)
-        # the LM head and the fp32 cross-entropy run only on supervised positions (crabzoo.paradigms.loss)
+        # the LM head and the fp32 cross-entropy run only on supervised positions (crabzoo.backbones.loss)
         loss, per_sample = self.backbone(inputs, attention, positions, labels=labels)
         return {"loss": loss, "per_sample": per_sample}
 

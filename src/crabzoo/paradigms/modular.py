@@ -21,7 +21,6 @@ from typing import Any
 
 import lightning as L
 import torch
-import torch.nn.functional as F
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from torch import Tensor, nn
 
@@ -33,7 +32,7 @@ from crabzoo.data.collate import Processor
 from crabzoo.encoders.base import AudioEncoder, MediaFeatures, VisualEncoder
 from crabzoo.errors import CrabzooError
 from crabzoo.heads.mask_decoder import MaskDecoder
-from crabzoo.paradigms.base import AVLLM, IGNORE_INDEX, STREAM_OF_KIND, _default_optimizer
+from crabzoo.paradigms.base import AVLLM, STREAM_OF_KIND, _default_optimizer
 
 MASK_SUFFIX = "<mask_start>" + "".join(MASK_QUERY_TOKENS) + "<mask_end>"
 """What Crab v1 appends to a segmentation target (``MASK_QUERY_TOKENS`` are scale-major: ``<mask_0..2>`` prompt
@@ -151,18 +150,6 @@ class StageWeights(L.Callback):
         finally:
             if os.path.exists(tmp):
                 os.remove(tmp)
-
-
-def lm_loss(logits: Tensor, labels: Tensor) -> tuple[Tensor, Tensor]:
-    """Next-token cross-entropy over labelled positions: ``(mean over tokens, mean per sample)``."""
-    shift_logits, shift_labels = logits[:, :-1].float(), labels[:, 1:]
-    token_loss = F.cross_entropy(
-        shift_logits.reshape(-1, shift_logits.shape[-1]), shift_labels.reshape(-1), ignore_index=IGNORE_INDEX,
-        reduction="none",
-    ).view_as(shift_labels)
-    valid = (shift_labels != IGNORE_INDEX).float()
-    per_sample = (token_loss * valid).sum(-1) / valid.sum(-1).clamp(min=1)
-    return (token_loss * valid).sum() / valid.sum().clamp(min=1), per_sample
 
 
 class SegmentationAVLLM(AVLLM):

@@ -18,11 +18,11 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from torch import Tensor
 
 from crabzoo.adapters.base import Adapter
+from crabzoo.backbones.loss import full_logits_loss
 from crabzoo.backbones.qwen_omni import IGNORE_INDEX, SAMPLING_RATE, SYSTEM_PROMPT, QwenOmniThinker
 from crabzoo.data.schema import Sample
 from crabzoo.errors import CrabzooError
@@ -33,20 +33,6 @@ TEXT_KEYS = ("input_ids", "attention_mask", "labels")
 
 FLOAT_MEDIA_KEYS = ("input_features", "pixel_values", "pixel_values_videos")
 """Media tensors cast to the thinker's weight dtype before the forward pass."""
-
-
-def lm_loss(logits: Tensor, labels: Tensor) -> tuple[Tensor, Tensor]:
-    """Next-token cross-entropy over supervised positions: ``(mean over tokens, mean per sample)``."""
-    shift_logits = logits[:, :-1].float()
-    shift_labels = labels[:, 1:]
-    token_loss = F.cross_entropy(
-        shift_logits.reshape(-1, shift_logits.shape[-1]), shift_labels.reshape(-1), ignore_index=IGNORE_INDEX,
-        reduction="none",
-    ).view_as(shift_labels)
-    valid = (shift_labels != IGNORE_INDEX).float()
-    per_sample = (token_loss * valid).sum(-1) / valid.sum(-1).clamp(min=1)
-    loss = (token_loss * valid).sum() / valid.sum().clamp(min=1)
-    return loss, per_sample
 
 
 def _resize(frames: np.ndarray, size: int | None) -> np.ndarray:
@@ -186,16 +172,16 @@ class OmniProcessor:
         Skipped items (samples whose media could not be decoded) are dropped, counted in ``n_skipped`` and
         listed in ``skipped`` (see :mod:`crabzoo.data.skips`).
         """
-        from crabzoo.data.skips import SKIPPED_KEY, is_skipped
+        from crabzoo.data.skips import SKIPPED_KEY, split_skipped
 
-        kept = [it for it in items if not is_skipped(it)]
+        kept, skipped = split_skipped(items)
         batch: dict[str, Any] = {
             "ids": [it["id"] for it in kept],
             "tasks": [it["task"] for it in kept],
             "truths": [it["truth"] for it in kept],
             "metas": [it["meta"] for it in kept],
             "n_skipped": len(items) - len(kept),
-            SKIPPED_KEY: [{k: v for k, v in it.items() if k != SKIPPED_KEY} for it in items if it is not None and is_skipped(it)],
+            SKIPPED_KEY: skipped,
         }
         if kept:
             batch["inputs"] = self.backbone.collate([it["inputs"] for it in kept], padding_side="right")
@@ -269,7 +255,7 @@ class OmniAVLLM(AVLLM):
         self._set_task_ids(batch)
         inputs = self._cast_media(batch["inputs"])
         logits = self.backbone.forward_multimodal(**inputs)
-        loss, per_sample = lm_loss(logits, inputs["labels"])
+        loss, per_sample = full_logits_loss(logits, inputs["labels"])
         return {"loss": loss, "per_sample": per_sample}
 
     @torch.no_grad()

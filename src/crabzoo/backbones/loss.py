@@ -3,7 +3,8 @@
 Projecting every position onto a ~150k vocabulary and upcasting it to fp32 costs ``L x V x 4`` bytes (plus the
 saved softmax) although usually only the assistant turns carry labels. :func:`supervised_loss` gathers the final
 hidden states of supervised positions, runs the LM head and an fp32 cross-entropy on them ``chunk_size`` rows at a
-time, and returns the same ``(loss, per_sample)`` as the full-logits computation.
+time, and returns the same ``(loss, per_sample)`` as :func:`full_logits_loss`, the plain computation kept for
+models that only return logits (the Qwen2.5-Omni thinker's multimodal forward).
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 IGNORE_INDEX = -100
-"""Label of positions that carry no loss."""
+"""Label value of positions that carry no loss (prompt, media, padding)."""
 
 CHUNK_SIZE = 1024
 """Supervised rows projected onto the vocabulary at a time."""
@@ -52,3 +53,23 @@ def supervised_loss(
     per_sample = sums / counts.clamp(min=1)
     loss = token_loss.sum() / counts.sum().clamp(min=1)
     return loss, per_sample
+
+
+def full_logits_loss(logits: Tensor, labels: Tensor) -> tuple[Tensor, Tensor]:
+    """Next-token cross-entropy from logits of every position (all upcast to fp32).
+
+    Args:
+        logits: ``(B, L, V)``.
+        labels: ``(B, L)`` aligned with ``logits`` (not shifted), ``IGNORE_INDEX`` where unsupervised.
+
+    Returns:
+        ``(mean over supervised tokens, mean per sample (B,))``, as :func:`supervised_loss`.
+    """
+    shift_logits, shift_labels = logits[:, :-1].float(), labels[:, 1:]
+    token_loss = F.cross_entropy(
+        shift_logits.reshape(-1, shift_logits.shape[-1]), shift_labels.reshape(-1), ignore_index=IGNORE_INDEX,
+        reduction="none",
+    ).view_as(shift_labels)
+    valid = (shift_labels != IGNORE_INDEX).float()
+    per_sample = (token_loss * valid).sum(-1) / valid.sum(-1).clamp(min=1)
+    return (token_loss * valid).sum() / valid.sum().clamp(min=1), per_sample
