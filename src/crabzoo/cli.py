@@ -21,6 +21,11 @@ TOOLS: dict[str, tuple[str, str]] = {
     "transfer": ("crabzoo.transfer.cli", "Run or report a single- vs multi-task transfer study."),
     "plot": ("crabzoo.adapters.plot", "Draw router heat-maps of a run (plot routes RUN_DIR)."),
     "cache": ("crabzoo.data.cache", "Inspect or clear the feature cache (cache info / cache clear)."),
+    "convert": ("crabzoo.convert.cli", "Convert a shipped checkpoint (CTranslate2 Whisper, ONNX DINOv2) for crabzoo."),
+    "ask": ("crabzoo.inference.ask", "Ask a trained model about your own video / audio / image files."),
+    "chat": ("crabzoo.inference.chat", "Talk to a trained model about one media file (streamed, multi-turn)."),
+    "export": ("crabzoo.export", "Export a checkpoint: LoRA merged into a transformers model, or I-LoRA files."),
+    "serve": ("crabzoo.serve", "Serve a trained model over an OpenAI-compatible HTTP API (LitServe)."),
 }
 
 USAGE = """usage: crabzoo <command> [options]
