@@ -20,8 +20,11 @@ file, so the conversion runs once per machine.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
@@ -181,3 +184,18 @@ def converted_dir(name: str, source: str | Path, kind: str) -> Path:
     """
     key = sha256(source)[:16]
     return cache_root() / f"{name.removeprefix(PREFIX)}-{kind}-{key}"
+
+
+@contextlib.contextmanager
+def conversion_lock(out: Path) -> Iterator[None]:
+    """Hold an exclusive lock beside ``out`` so that concurrent processes (ranks, test workers) convert once.
+
+    The second process waits, then finds the directory written and skips the conversion.
+    """
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with open(out.parent / f".{out.name}.lock", "w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)

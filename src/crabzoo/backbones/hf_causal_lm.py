@@ -3,7 +3,9 @@
 Two ways to build one:
 
 * ``HFCausalLM(name_or_path="meta-llama/Llama-2-7b-chat-hf")`` or a local directory: ``from_pretrained``, the
-  real path (the full-size paradigm YAMLs);
+  real path (the full-size paradigm YAMLs); a GGUF file (``name_or_path=dir, gguf_file=name``, a ``.gguf`` path, or
+  a packaged weight such as ``packaged:smollm2-135m-instruct``) is dequantised once and cached as safetensors
+  (:mod:`crabzoo.backbones.gguf`), with the file's own tokenizer and chat template;
 * ``HFCausalLM(config={"model_type": "llama", "hidden_size": 64, ...}, tokenizer="avsynth", ...)``: a tiny
   random-init model (seeded) with a tokenizer trained locally (see :mod:`crabzoo.backbones.tokenizer`), for
   tests and CPU runs.
@@ -163,7 +165,9 @@ class HFCausalLM(Backbone):
     """A Hugging Face causal LM with placeholder tokens, a chat template and ``inputs_embeds`` I/O.
 
     Args:
-        name_or_path: Hub name or local directory for ``from_pretrained`` (exclusive with ``config``).
+        name_or_path: Hub name or local directory for ``from_pretrained``, a ``.gguf`` file, or a packaged weight
+            (``packaged:smollm2-135m-instruct``, see :mod:`crabzoo.pretrained`); exclusive with ``config``.
+        gguf_file: Name of a GGUF file inside the ``name_or_path`` directory.
         config: ``transformers`` config as a plain dict with ``model_type`` (random init; ``vocab_size`` and the
             bos/eos/pad ids are taken from the tokenizer).
         tokenizer: ``None`` (the checkpoint's own tokenizer, or one trained on ``tokenizer_corpus``),
@@ -177,13 +181,14 @@ class HFCausalLM(Backbone):
         attn_implementation: ``"sdpa"``, ``"eager"``, ``"flash_attention_2"`` or ``None`` (library default).
         gradient_checkpointing: Recompute decoder-layer activations in the backward pass.
         adapter_targets: Override the default adapter target suffixes.
-        seed: Seed of the random initialisation (``config`` only).
+        seed: Seed of the random initialisation (``config``), and of the embedding rows added for new tokens.
     """
 
     def __init__(
         self,
         name_or_path: str | None = None,
         config: dict[str, Any] | None = None,
+        gguf_file: str | None = None,
         tokenizer: str | None = None,
         tokenizer_corpus: str | None = None,
         tokenizer_vocab_size: int = 1024,
@@ -202,6 +207,13 @@ class HFCausalLM(Backbone):
         from transformers import AutoConfig, AutoModelForCausalLM
 
         self.name_or_path = name_or_path
+        if name_or_path is not None:
+            from crabzoo.backbones.gguf import cached_gguf_dir, gguf_source
+
+            source = gguf_source(name_or_path, gguf_file)
+            if source is not None:
+                name_or_path = str(cached_gguf_dir(source, name_or_path.removeprefix("packaged:") if
+                                                   name_or_path.startswith("packaged:") else None))
         tok = load_tokenizer(tokenizer, name_or_path, tokenizer_corpus, tokenizer_vocab_size)
         self._setup_tokenizer(tok, chat_template, force_chat_template, mask_tokens)
         self._tokenizer = tok
@@ -228,7 +240,16 @@ class HFCausalLM(Backbone):
             if dtype is not None:
                 self.model.to(dtype)
         if self.model.get_input_embeddings().num_embeddings < len(tok):
-            self.model.resize_token_embeddings(len(tok))
+            from transformers.utils import logging as hf_logging
+
+            verbosity = hf_logging.get_verbosity()
+            hf_logging.set_verbosity_error()  # its note on how the new rows are drawn is not the user's concern
+            try:
+                with torch.random.fork_rng(devices=[]):  # the new rows are sampled: seeded, so a rebuild gives them back
+                    torch.manual_seed(seed)
+                    self.model.resize_token_embeddings(len(tok))
+            finally:
+                hf_logging.set_verbosity(verbosity)
         self.model.config.pad_token_id = tok.pad_token_id
         self.model.generation_config.pad_token_id = tok.pad_token_id
         self.model.generation_config.eos_token_id = tok.eos_token_id
