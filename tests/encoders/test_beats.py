@@ -19,7 +19,7 @@ from crabzoo.encoders.beats import (
 )
 from crabzoo.errors import CrabzooError
 
-from .conftest import audio_clip
+from .encoders_helpers import audio_clip
 
 LAYER_SHAPES = {
     "self_attn.q_proj.weight": (768, 768), "self_attn.q_proj.bias": (768,),

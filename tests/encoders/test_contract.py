@@ -10,7 +10,7 @@ from torch import nn
 
 from crabzoo.encoders.base import AudioEncoder, MediaEncoder, VisualEncoder
 
-from .conftest import TINY_CLIP_VISION, TINY_WHISPER, audio_clip, visual_clip
+from .encoders_helpers import TINY_CLIP_VISION, TINY_WHISPER, audio_clip, visual_clip
 
 # name -> (class path, init args builder (gets the fixtures), modality, tokens per step, width)
 CASES = {

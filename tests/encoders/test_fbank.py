@@ -10,7 +10,7 @@ import torch
 
 from crabzoo.encoders.fbank import BEATS_FBANK_MEAN, BEATS_FBANK_STD, beats_fbank, kaldi_fbank, kaldi_fbank_native, mel_banks, num_frames
 
-from .conftest import audio_clip
+from .encoders_helpers import audio_clip
 
 
 @pytest.mark.parametrize("bins", [23, 80, 100])

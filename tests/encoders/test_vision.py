@@ -13,7 +13,7 @@ from crabzoo.encoders.common import CLIP_MEAN, CLIP_STD, frames_to_pixels
 from crabzoo.encoders.timm_vit import TimmViTEncoder
 from crabzoo.errors import CrabzooError
 
-from .conftest import TINY_CLIP_VISION, TINY_OPEN_CLIP, visual_clip
+from .encoders_helpers import TINY_CLIP_VISION, TINY_OPEN_CLIP, visual_clip
 
 
 def test_open_clip_local_dir_and_state_dict_file(open_clip_dir) -> None:

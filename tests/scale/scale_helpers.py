@@ -1,4 +1,4 @@
-"""Launch helpers for the 2-process CPU (gloo) tests."""
+"""Launch helpers for the 2-process CPU (gloo) tests (a module, not conftest.py, so any set of test folders imports it)."""
 
 from __future__ import annotations
 
