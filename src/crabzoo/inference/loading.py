@@ -177,7 +177,7 @@ def model_from_configs(configs: Sequence[str | Path]) -> tuple[AVLLM, list[str]]
         raise CrabzooError(f"{names}: no `model:` section; pass the paradigm/recipe files you trained with")
     try:
         cfg = parser.parse_args(args)
-        model = parser.instantiate_classes(cfg).model
+        model = parser.instantiate(cfg).model
     except CrabzooError as err:
         raise CrabzooError(f"{names}: cannot build the model: {err}") from None
     except Exception as err:

@@ -89,6 +89,9 @@ class AVLLM(L.LightningModule):
         feature_cache: Directory of an on-disk cache of the frozen encoders' outputs
             (:class:`~crabzoo.data.cache.FeatureCache`), shared by every run that names it: each sample is
             decoded and encoded once, later epochs and runs read its features. Needs frozen encoders.
+        save_frozen: Keep frozen parameters in checkpoints. ``False`` (for pretrained components, which rebuild
+            from their own files) writes only what trains (adapters, connectors, ...): a SmolLM2 checkpoint
+            shrinks from 540 MB to the adapter's size. Loading puts the rebuilt frozen values back.
 
     Frozen encoders (not in ``train_groups`` and without trainable adapter weights) stay in eval mode while the
     model trains: they are fixed feature extractors, so dropout and layer drop stay off.
@@ -115,9 +118,11 @@ class AVLLM(L.LightningModule):
         task_names: Sequence[str] | None = None,
         init_checkpoint: str | None = None,
         feature_cache: str | None = None,
+        save_frozen: bool = True,
     ) -> None:
         super().__init__()
         save_config(self)
+        self.save_frozen = save_frozen
         unknown = sorted(set(train_groups) - set(MODULE_GROUPS))
         if unknown:
             raise CrabzooError(f"train_groups: unknown group(s) {unknown}; choose from {list(MODULE_GROUPS)}")
@@ -595,6 +600,30 @@ class AVLLM(L.LightningModule):
 
     def on_test_epoch_end(self) -> None:
         self._compute_metrics("test")
+
+    # ------------------------------------------------------------------ checkpoints
+    def frozen_parameter_names(self) -> set[str]:
+        """State-dict names of the parameters that do not train (left out of checkpoints when ``save_frozen`` is off)."""
+        return {name for name, p in self.named_parameters(remove_duplicate=False) if not p.requires_grad}
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        if self.save_frozen:
+            return
+        frozen = self.frozen_parameter_names()
+        state = checkpoint["state_dict"]
+        for name in [k for k in state if k in frozen]:
+            del state[name]
+        checkpoint["crabzoo_frozen_omitted"] = sorted(frozen)
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        omitted = checkpoint.get("crabzoo_frozen_omitted")
+        if not omitted:
+            return
+        own = self.state_dict()
+        state = checkpoint["state_dict"]
+        for name in omitted:  # frozen values come from the components' own pretrained files, already loaded
+            if name in own and name not in state:
+                state[name] = own[name]
 
     # ------------------------------------------------------------------ optimisation
     def configure_optimizers(self) -> Any:

@@ -40,6 +40,7 @@ class InterleavedAVLLM(AVLLM):
         generate_val: Generate and score at validation.
         task_names: Task order for task-routed adapters.
         feature_cache: Directory of the frozen encoders' feature cache (see :class:`~crabzoo.paradigms.base.AVLLM`).
+        save_frozen: Keep frozen parameters in checkpoints (see :class:`~crabzoo.paradigms.base.AVLLM`).
     """
 
     stream_connectors = False
@@ -60,6 +61,7 @@ class InterleavedAVLLM(AVLLM):
         generate_val: bool = True,
         task_names: Sequence[str] | None = None,
         feature_cache: str | None = None,
+        save_frozen: bool = True,
     ) -> None:
         if audio_encoder is None or visual_encoder is None:
             raise CrabzooError("the interleaved paradigm needs both model.init_args.audio_encoder and visual_encoder")
@@ -78,6 +80,7 @@ class InterleavedAVLLM(AVLLM):
             generate_val=generate_val,
             task_names=task_names,
             feature_cache=feature_cache,
+            save_frozen=save_frozen,
         )
 
     def _build_extra(self, width: int) -> None:

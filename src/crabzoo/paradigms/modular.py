@@ -188,6 +188,7 @@ class SegmentationAVLLM(AVLLM):
         generate_val: Generate and score at validation.
         task_names: Task order for task-routed adapters.
         feature_cache: Directory of the frozen encoders' feature cache (see :class:`~crabzoo.paradigms.base.AVLLM`).
+        save_frozen: Keep frozen parameters in checkpoints (see :class:`~crabzoo.paradigms.base.AVLLM`).
     """
 
     def __init__(
@@ -215,6 +216,7 @@ class SegmentationAVLLM(AVLLM):
         generate_val: bool = True,
         task_names: Sequence[str] | None = None,
         feature_cache: str | None = None,
+        save_frozen: bool = True,
     ) -> None:
         if visual_encoder is None:
             raise CrabzooError("SegmentationAVLLM needs model.init_args.visual_encoder (its extra layers feed the mask decoder)")
@@ -246,6 +248,7 @@ class SegmentationAVLLM(AVLLM):
             generate_val=generate_val,
             task_names=task_names,
             feature_cache=feature_cache,
+            save_frozen=save_frozen,
         )
         self.mask_token_ids = self._mask_token_ids()
         if train_embeddings:

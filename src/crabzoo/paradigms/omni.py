@@ -209,6 +209,8 @@ class OmniAVLLM(AVLLM):
         generate_val: Generate and score at validation (the loss is always computed).
         task_names: Task order for task-routed adapters (defaults to the datamodule's tasks).
         frame_size: Side of the square frames and images handed to the vision processor (Crab+: 224).
+        save_frozen: Keep frozen parameters in checkpoints; ``False`` writes the adapter only (the thinker
+            rebuilds from its own files), see :class:`~crabzoo.paradigms.base.AVLLM`.
     """
 
     stream_connectors = False
@@ -226,6 +228,7 @@ class OmniAVLLM(AVLLM):
         generate_val: bool = True,
         task_names: Sequence[str] | None = None,
         frame_size: int | None = 224,
+        save_frozen: bool = True,
     ) -> None:
         if not all(hasattr(backbone, name) for name in ("prepare", "forward_multimodal", "generate_multimodal")):
             raise CrabzooError(
@@ -235,7 +238,7 @@ class OmniAVLLM(AVLLM):
         super().__init__(
             backbone, adapter=adapter, train_groups=train_groups, optimizer=optimizer, scheduler=scheduler,
             system_prompt=system_prompt, max_new_tokens=max_new_tokens, max_target_tokens=max_target_tokens,
-            generate_val=generate_val, task_names=task_names,
+            generate_val=generate_val, task_names=task_names, save_frozen=save_frozen,
         )
         self.frame_size = frame_size
 
