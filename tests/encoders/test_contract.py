@@ -23,6 +23,9 @@ CASES = {
     "hf_clip": ("crabzoo.encoders.HFClipEncoder", lambda d: {"config": TINY_CLIP_VISION, "layers": [1, -1]}, "visual", 16, 32),
     "timm": ("crabzoo.encoders.TimmViTEncoder", lambda d: {"model_name": "vit_tiny_patch16_224", "image_size": 32,
              "model_kwargs": {"depth": 2}, "layers": [1, -1]}, "visual", 4, 192),
+    "dinov2": ("crabzoo.encoders.Dinov2Encoder", lambda d: {"config": {"hidden_size": 32, "num_hidden_layers": 2,
+               "num_attention_heads": 4, "mlp_ratio": 2, "patch_size": 8, "image_size": 16}, "image_size": 32,
+               "layers": [1, -1], "cls_token": True}, "visual", 17, 32),  # positions for 2x2 patches, resized to 4x4
 }  # fmt: skip
 
 

@@ -14,6 +14,7 @@ from crabzoo.encoders.base import AudioEncoder, MediaEncoder, MediaFeatures, Vis
 if TYPE_CHECKING:
     from crabzoo.encoders.beats import BEATsConfig, BEATsEncoder
     from crabzoo.encoders.clip import ClipEncoder, HFClipEncoder
+    from crabzoo.encoders.dinov2 import Dinov2Encoder
     from crabzoo.encoders.frames import FrameEncoder
     from crabzoo.encoders.timm_vit import TimmViTEncoder
     from crabzoo.encoders.whisper import WhisperAudioEncoder
@@ -25,6 +26,7 @@ _LAZY = {
     "ClipEncoder": "crabzoo.encoders.clip",
     "HFClipEncoder": "crabzoo.encoders.clip",
     "TimmViTEncoder": "crabzoo.encoders.timm_vit",
+    "Dinov2Encoder": "crabzoo.encoders.dinov2",
     "FrameEncoder": "crabzoo.encoders.frames",
 }
 
