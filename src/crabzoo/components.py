@@ -130,14 +130,30 @@ def plugin_components() -> list[Component]:
     return found
 
 
+WEIGHTS_ROLE = "pretrained weights"
+"""The last section of the listing: real checkpoints shipped inside packages (:mod:`crabzoo.pretrained`)."""
+
+
+def print_packaged_weights() -> None:
+    """One line per packaged weight: its YAML name, what it is, its licence, and whether it is installed."""
+    from crabzoo.pretrained import PREFIX, WEIGHTS, available
+
+    print(f"{WEIGHTS_ROLE} (name them in YAML as {PREFIX}NAME; see docs/pretrained.md):")
+    width = max(len(PREFIX + n) for n in WEIGHTS)
+    for name, w in WEIGHTS.items():
+        state = "installed" if available(name) else f"not installed: {w.install}"
+        print(f"  {PREFIX + name:<{width}}  {w.role}, {w.upstream}, {w.licence} ({state}) -> {w.component}")
+    print()
+
+
 def main(argv: list[str]) -> None:
     """``crabzoo list [--role ROLE] [--no-plugins]``."""
     parser = argparse.ArgumentParser(prog="crabzoo list", description="List every available component by role.")
-    parser.add_argument("--role", help=f"only this role: {', '.join(ROLES)}")
+    parser.add_argument("--role", help=f"only this role: {', '.join([*ROLES, WEIGHTS_ROLE])}")
     parser.add_argument("--no-plugins", action="store_true", help="skip the crabzoo.components entry points")
     args = parser.parse_args(argv)
     components = builtin_components() + ([] if args.no_plugins else plugin_components())
-    roles = list(ROLES) + sorted({c.role for c in components} - set(ROLES))
+    roles = list(ROLES) + sorted({c.role for c in components} - set(ROLES)) + [WEIGHTS_ROLE]
     if args.role:
         if args.role not in roles:
             from crabzoo.errors import CrabzooError
@@ -145,6 +161,9 @@ def main(argv: list[str]) -> None:
             raise CrabzooError(f"unknown role {args.role!r}; choose from {', '.join(roles)}")
         roles = [args.role]
     for role in roles:
+        if role == WEIGHTS_ROLE:
+            print_packaged_weights()
+            continue
         items = sorted((c for c in components if c.role == role), key=lambda c: c.path)
         if not items:
             continue

@@ -51,3 +51,15 @@ def test_missing_config_file_exits_2():
     out = run("fit", "--config", "does/not/exist.yaml")
     assert out.returncode == 2
     assert "does/not/exist.yaml" in out.stderr and "Traceback" not in out.stderr
+
+
+def test_list_shows_packaged_weights_and_whether_installed():
+    from crabzoo import pretrained
+
+    out = run("list", "--role", "pretrained weights")
+    assert out.returncode == 0, out.stderr
+    lines = [ln.strip() for ln in out.stdout.splitlines() if ln.startswith("  packaged:")]
+    assert [ln.split()[0] for ln in lines] == [f"packaged:{n}" for n in pretrained.WEIGHTS]
+    for line, (name, w) in zip(lines, pretrained.WEIGHTS.items()):
+        assert w.licence in line and w.component in line
+        assert ("(installed)" in line) == pretrained.available(name)
