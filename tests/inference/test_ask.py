@@ -118,7 +118,13 @@ def test_segmentation_of_a_video_writes_one_png_per_frame(ckpt, clip, tmp_path):
             assert source == "box" and mask.any()
 
 
-def test_segmentation_mask_is_the_filled_box_at_the_image_size(ckpt, avsynth_root, tmp_path, monkeypatch):
+BOX_ANSWER = {"category": "siren", "box": [56, 0, 167, 111], "points": [[100, 50], [110, 60], [120, 70]]}
+"""A box in 224 x 224 frame pixels: the middle half of the columns, the top half of the rows."""
+
+
+@pytest.fixture
+def boxed(avsynth_root: Path, tmp_path: Path, monkeypatch) -> list[str]:
+    """A 112 x 56 image and its s4 audio (the ``crabzoo ask`` flags); the model answers ``BOX_ANSWER``."""
     from PIL import Image
 
     from crabzoo.paradigms.base import AVLLM
@@ -128,22 +134,23 @@ def test_segmentation_mask_is_the_filled_box_at_the_image_size(ckpt, avsynth_roo
     image = tmp_path / "wide.png"
     with Image.open(frames / "frames" / "0.jpg") as img:
         img.convert("RGB").resize((112, 56)).save(image)
-    # the model answers this box (224 x 224 frame pixels): the middle half of the columns, the top half of the rows
-    truth = {"category": "siren", "box": [56, 0, 167, 111], "points": [[100, 50], [110, 60], [120, 70]]}
-    text = get_task("s4").format_target(truth)
-    seen = []
+    text = get_task("s4").format_target(BOX_ANSWER)
 
     def answer(self, batch, max_new_tokens=None):
-        seen.append(batch["tasks"])
+        assert batch["tasks"] == ["s4"]
         return [text] * len(batch["prompt_ids"])
 
     monkeypatch.setattr(AVLLM, "generate", answer)
+    return ["--image", str(image), "--audio", str(frames / "audio.wav"), "--task", "s4"]
+
+
+def test_segmentation_mask_is_the_filled_box_at_the_image_size(ckpt, boxed, tmp_path):
+    from PIL import Image
+
+    truth = BOX_ANSWER
     out_dir = tmp_path / "masks"
-    argv = ["ask", "--ckpt_path", str(ckpt), "--image", str(image), "--audio", str(frames / "audio.wav"),
-            "--task", "s4", "--out", str(out_dir), "--json"]
-    result = run_main(argv)
+    result = run_main(["ask", "--ckpt_path", str(ckpt), *boxed, "--out", str(out_dir), "--json"])
     assert result.code == 0, result.err
-    assert seen == [["s4"]]
     payload = json.loads(result.out)
     assert payload["parse_ok"] is True and payload["answer"]["box"] == truth["box"]
     assert payload["mask_source"] == "box" and payload["masks"] == [str(out_dir / "frame_00.png")]
@@ -196,3 +203,43 @@ def test_mask_folder_that_is_a_file_is_one_line(ckpt, clip, tmp_path):
     taken.write_text("")
     result = run_main(["ask", *model_args(ckpt, clip), "--task", "s4", "--out", str(taken)])
     one_error_line(result, f"--out {taken} is a file")
+
+
+def test_sam2_turns_the_box_and_points_into_the_mask(ckpt, boxed, tmp_path, monkeypatch):
+    from PIL import Image
+
+    import crabzoo.heads.sam2_prompt as sam2_prompt
+
+    calls = []
+
+    class FakeSam2:  # stands in for SAM2: records its prompts, answers a mask of the left quarter
+        def __init__(self, config, checkpoint, device=None):
+            calls.append(("init", config, str(checkpoint), device))
+
+        def __call__(self, image, box, points, size=(224, 224)):
+            calls.append(("call", image.shape, list(box), [list(p) for p in points]))
+            mask = np.zeros(size, dtype=bool)
+            mask[:, :56] = True
+            return mask
+
+    monkeypatch.setattr(sam2_prompt, "Sam2Prompter", FakeSam2)
+    out_dir = tmp_path / "masks"
+    argv = ["ask", "--ckpt_path", str(ckpt), *boxed, "--out", str(out_dir), "--sam2", "sam2.pt", "--json"]
+    result = run_main(argv)
+    assert result.code == 0, result.err
+    assert calls == [
+        ("init", "configs/sam2.1/sam2.1_hiera_l.yaml", "sam2.pt", "cpu"),
+        ("call", (56, 112, 3), BOX_ANSWER["box"], BOX_ANSWER["points"]),  # the frame as given, the answer's prompts
+    ]
+    assert json.loads(result.out)["mask_source"] == "sam2"
+    with Image.open(out_dir / "frame_00.png") as img:
+        mask = np.asarray(img.convert("L")) > 0
+    assert mask.shape == (56, 112) and mask[:, :28].all() and not mask[:, 28:].any()
+
+
+def test_missing_sam2_checkpoint_is_one_line(ckpt, clip, tmp_path):
+    missing = tmp_path / "sam2.1_hiera_large.pt"
+    result = run_main(["ask", *model_args(ckpt, clip), "--task", "s4", "--sam2", str(missing)])
+    one_error_line(result, f"SAM2 checkpoint not found: {missing}")
+    result = run_main(["ask", *model_args(ckpt, clip), "--task", "ks", "--sam2", str(missing)])
+    one_error_line(result, "--sam2 turns boxes into masks")

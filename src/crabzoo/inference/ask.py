@@ -10,7 +10,9 @@ printed as it is. For the segmentation tasks (``s4``, ``ms3``, ``ref_avs``) the 
 per frame, into ``--out``: a video is cut into the task's frames (one per audio segment: 5 for s4 / ms3, 10 for
 ref_avs), each asked about with its own audio segment. A mask comes from the mask decoder of a
 :class:`~crabzoo.paradigms.modular.SegmentationAVLLM` when the generation holds the mask tokens, otherwise
-from the box of the parsed answer (filled, :class:`~crabzoo.heads.sam2_prompt.BoxFillPrompter`).
+from the box and points of the parsed answer: SAM2 prompted with them when ``--sam2 CKPT`` is given
+(:class:`~crabzoo.heads.sam2_prompt.Sam2Prompter`, needs the ``sam2`` package), the box filled otherwise
+(:class:`~crabzoo.heads.sam2_prompt.BoxFillPrompter`).
 """
 
 from __future__ import annotations
@@ -108,8 +110,18 @@ def write_png(mask: Any, path: Path, size: tuple[int, int] | None = None) -> Non
             os.remove(tmp)
 
 
-def ask_segmentation(answerer: Any, args: argparse.Namespace, out_dir: Path) -> dict[str, Any]:
-    """Ask a segmentation task about an image, or about every task frame of a video; write one mask per frame."""
+def ask_segmentation(
+    answerer: Any, args: argparse.Namespace, out_dir: Path, prompter: Any = None
+) -> dict[str, Any]:
+    """Ask a segmentation task about an image, or about every task frame of a video; write one mask per frame.
+
+    Args:
+        answerer: The :class:`~crabzoo.inference.session.Answerer` of the model.
+        args: The parsed ``crabzoo ask`` arguments.
+        out_dir: Folder of the PNGs (``frame_00.png``, ...).
+        prompter: A :class:`~crabzoo.heads.sam2_prompt.MaskPrompter` that turns the answer's box and points into a
+            mask (given the frame); ``None`` fills the box.
+    """
     import numpy as np
     from PIL import Image
 
@@ -134,7 +146,7 @@ def ask_segmentation(answerer: Any, args: argparse.Namespace, out_dir: Path) -> 
                 Image.fromarray(frame).save(images[-1])
         else:
             images = [Path(args.image)] if args.image else []
-        items, sizes = [], []
+        items, sizes, pixels = [], [], []
         for i, image in enumerate(images or [None]):
             sample, task_obj = answerer.sample(args.prompt or "", image=str(image) if image else None,
                                                audio=args.audio, task=task.name)
@@ -142,6 +154,7 @@ def ask_segmentation(answerer: Any, args: argparse.Namespace, out_dir: Path) -> 
             items.append(answerer.item(sample, task_obj))
             with Image.open(image) as img:
                 sizes.append((img.height, img.width))
+                pixels.append(np.asarray(img.convert("RGB")) if prompter is not None else None)
         batch = answerer.collate(items)
         import torch
 
@@ -160,7 +173,10 @@ def ask_segmentation(answerer: Any, args: argparse.Namespace, out_dir: Path) -> 
         if found[i]:
             mask, source = masks[i].cpu().numpy(), "mask_decoder"
         elif answer and answer.get("exists", True) and (answer.get("box") or answer.get("points")):
-            mask, source = BoxFillPrompter()(None, answer.get("box"), answer.get("points") or []), "box"
+            if prompter is not None:
+                mask, source = prompter(pixels[i], answer.get("box"), answer.get("points") or []), "sam2"
+            else:
+                mask, source = BoxFillPrompter()(None, answer.get("box"), answer.get("points") or []), "box"
         else:
             mask, source = np.zeros((224, 224), dtype=bool), "none"
         path = out_dir / f"frame_{i:02d}.png"
@@ -196,6 +212,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--task", help="ask with this task's prompt and parse the answer (e.g. ks, ave, s4)")
     parser.add_argument("--prompt", help="your own question")
     parser.add_argument("--out", help="folder of the segmentation masks (default: <input>_masks next to the input)")
+    parser.add_argument(
+        "--sam2", metavar="CKPT",
+        help="SAM2 checkpoint (.pt) that turns a segmentation answer's box and points into a mask (needs the sam2 "
+        "package); without it the box is filled",
+    )
+    parser.add_argument("--sam2_config", default="configs/sam2.1/sam2.1_hiera_l.yaml",
+                        help="SAM2 config name inside the sam2 package, matching --sam2")
     parser.add_argument("--json", action="store_true", help="one line of JSON (also with --prompt)")
     return parser
 
@@ -216,12 +239,19 @@ def main(argv: list[str] | None = None) -> None:
         out_dir = Path(args.out) if args.out else source.parent / f"{source.stem}_masks"
         if out_dir.exists() and not out_dir.is_dir():
             raise CrabzooError(f"--out {out_dir} is a file; give a folder for the masks")
+    prompter = None
+    if args.sam2 is not None:
+        if out_dir is None:
+            raise CrabzooError(f"--sam2 turns boxes into masks: use it with {', '.join(SEGMENTATION_TASKS)}")
+        from crabzoo.heads.sam2_prompt import Sam2Prompter
+
+        prompter = Sam2Prompter(args.sam2_config, args.sam2, device=args.device)
     from crabzoo.inference.session import Answerer
 
     model = load(args, "ask")
     answerer = Answerer(model)
     if out_dir is not None:
-        payload = ask_segmentation(answerer, args, out_dir)
+        payload = ask_segmentation(answerer, args, out_dir, prompter)
         print(to_json(payload, args.json), flush=True)
         if not args.json:
             print(f"crabzoo ask: {len(payload['masks'])} mask(s) written to {out_dir}", file=sys.stderr)
