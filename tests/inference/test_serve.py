@@ -184,6 +184,9 @@ def test_unreadable_media_is_a_400(client, clip, tmp_path, stream):
         "missing file": user_message("hi", video=tmp_path / "missing.mp4", audio=clip.audio),
         "not base64": [{"role": "user", "content": [
             {"type": "input_audio", "input_audio": {"data": "@@@not base64@@@", "format": "wav"}}, {"type": "text", "text": "hi"}]}],
+        "garbage wav": [{"role": "user", "content": [
+            {"type": "input_audio", "input_audio": {"data": base64.b64encode(b"RIFF garbage" * 9).decode(), "format": "wav"}},
+            {"type": "text", "text": "hi"}]}],
         "oversized": [{"role": "user", "content": [
             {"type": "input_audio", "input_audio": {"data": base64.b64encode(bytes(1_500_000)).decode(), "format": "wav"}},
             {"type": "text", "text": "hi"}]}],
@@ -197,7 +200,7 @@ def test_unreadable_media_is_a_400(client, clip, tmp_path, stream):
         codes[name] = info.value.body["code"]
         assert info.value.body["param"].startswith("messages[0].content["), name
     assert codes == {"garbage file": "invalid_media", "garbage data URL": "invalid_media",
-                     "missing file": "invalid_media", "not base64": "invalid_media", "oversized": "media_too_large"}
+                     "missing file": "invalid_media", "not base64": "invalid_media", "garbage wav": "invalid_media", "oversized": "media_too_large"}
     assert ask(client, QUESTIONS[0], clip).choices[0].message.content  # still serving
 
 

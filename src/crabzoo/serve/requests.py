@@ -266,7 +266,10 @@ def _write_temp(data: bytes, suffix: str, request: ChatRequest) -> str:
 
 
 def probe(path: str, media: str, where: str, limits: Limits) -> float:
-    """Check that a media file decodes and is not too long; its duration in seconds (0 for an image).
+    """Check that a media file opens and is not too long; its duration in seconds (0 for an image).
+
+    Images are decoded; videos and soundfile audio (wav, flac, ogg) are read from their headers, other audio is
+    decoded. A file that opens here but fails to decode later is refused by the inference worker (also a 400).
 
     Raises:
         ApiError: an undecodable file or one longer than ``limits.max_media_seconds``.
@@ -281,10 +284,27 @@ def probe(path: str, media: str, where: str, limits: Limits) -> float:
         if media == "video":
             _, _, seconds = loader.video_info(path)
         else:
-            seconds = loader.read_audio(path).size / loader.sample_rate
+            seconds = _audio_seconds(path, loader)
     except MediaError as err:
         raise ApiError(f"{where}: cannot read the {media}: {err.reason}", param=where, code="invalid_media") from None
     if seconds > limits.max_media_seconds:
         raise ApiError(f"{where}: the {media} lasts {seconds:.1f} s, over the limit of {limits.max_media_seconds:g} s",
                        param=where, code="media_too_long")
     return seconds
+
+
+def _audio_seconds(path: str, loader: object) -> float:
+    """Duration of an audio file from its header (soundfile formats), else by decoding it."""
+    from crabzoo.data.media import SOUNDFILE_SUFFIXES, MediaError
+
+    if Path(path).suffix.lower() in SOUNDFILE_SUFFIXES:
+        import soundfile as sf
+
+        try:
+            info = sf.info(path)
+        except Exception as err:  # soundfile raises several types
+            raise MediaError(path, f"cannot decode audio: {err}") from None
+        if info.frames <= 0 or info.samplerate <= 0:
+            raise MediaError(path, "audio stream holds no samples")
+        return info.frames / info.samplerate
+    return loader.read_audio(path).size / loader.sample_rate
