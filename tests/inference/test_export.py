@@ -224,3 +224,44 @@ def test_checkpoint_of_another_paradigm_is_one_line(ckpts, avsynth_root, tmp_pat
             "--config", str(override), "--ckpt_path", str(ckpts["lora"]), "--out", str(tmp_path / "out")]
     one_line_error(run_main(args), "adapted.ckpt", "another paradigm or configuration")
     assert not (tmp_path / "out").exists()
+
+
+def test_omni_ilora_exports_in_the_crab_plus_layout(avsynth_root, tmp_path):
+    """The tiny Qwen2.5-Omni thinker with I-LoRA on its three towers (the Crab+ placement)."""
+    from safetensors.torch import load_file
+
+    from crabzoo.adapters.interop import import_official
+    from crabzoo.export import export_model, load_exported
+    from crabzoo.export.config import tree_from_configs
+    from crabzoo.inference.loading import model_from_configs
+
+    adapter = {"class_path": "crabzoo.adapters.ILoRA",
+               "init_args": {"groups": ["llm", "audio_encoder", "visual_encoder"], "n_heads": 3, "rank": 4, "alpha": 8}}
+    corpus = {"backbone": {"init_args": {"tokenizer_corpus": str(avsynth_root / "AVUIE_2")}}, "adapter": adapter}
+    override = tmp_path / "omni-ilora.yaml"
+    override.write_text(yaml.safe_dump({"model": {"init_args": corpus}}))
+    configs = [ROOT / "paradigms" / "tiny" / "omni.yaml", override]
+    torch.manual_seed(0)
+    model, _ = model_from_configs(configs)
+    with torch.no_grad():
+        for p in model.adapter.trainable_parameters():
+            p.normal_(0, 0.05)
+    summary = export_model(model, tmp_path / "out", tree_from_configs(configs))
+    assert summary.official == "crab_plus"
+    folder = tmp_path / "out"
+    official = load_file(str(folder / "official" / "adapter_model.safetensors"))
+    for path in ("thinker.base_model.model.model.layers.1.self_attn.q_proj",
+                 "thinker.base_model.model.audio_tower.layers.0.self_attn.v_proj",
+                 "thinker.base_model.model.visual.blocks.1.mlp.gate_proj"):
+        assert {f"{path}.lora_A.weight", f"{path}.lora_B2.weight", f"{path}.lora_route.weight"} <= set(official), path
+    exported = load_exported(folder)
+    want, got = model.state_dict(), exported.state_dict()
+    assert set(got) == set(want) and all(torch.equal(got[k], want[k]) for k in want)
+    with torch.no_grad():
+        for p in exported.adapter.trainable_parameters():
+            p.zero_()
+    prefixes = json.loads((folder / "official" / "official.json").read_text())["prefixes"]
+    mapping = import_official(exported.adapter, folder / "official", prefixes)
+    assert len(mapping) == len(model.adapter.layers) == 2 * 7 + 2 * 3 + 2 * 3
+    ours = exported.adapter.adapter_state_dict()
+    assert all(torch.equal(ours[k], v) for k, v in model.adapter.adapter_state_dict().items())

@@ -84,7 +84,8 @@ def exported_tree(tree: dict[str, Any], model: Any, adapter_kind: str) -> dict[s
     init["adapter"] = model.adapter.config() if adapter_kind == "ilora" else None
     for name in TRAINING_ARGS:
         init.pop(name, None)
-    init["init_checkpoint"] = None
-    init["feature_cache"] = None
+    for name in ("init_checkpoint", "feature_cache"):  # not every paradigm takes them
+        if name in init:
+            init[name] = None
     init["task_names"] = list(model.task_names) or None
     return out
