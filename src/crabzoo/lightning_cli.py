@@ -2,6 +2,15 @@
 
 Model and data are given in subclass mode (``class_path`` + ``init_args``), so any paradigm or data module,
 including a user's own class on ``PYTHONPATH``, is selected from YAML without editing crabzoo.
+
+Every run gets crabzoo's callbacks: the per-task report (``report.*``), ``last.ckpt`` kept up to date during
+``fit`` (``last_checkpoint.*``, :class:`~crabzoo.checkpoints.LastCheckpoint`), ``predictions.jsonl`` written by
+``predict`` (``predictions.*``, :class:`~crabzoo.predict.PredictionWriter`) and the random-number generator
+states stored in checkpoints (:class:`~crabzoo.distributed.RNGCheckpoint`, unless the recipe adds it).
+Checkpoint files are replaced atomically (:class:`~crabzoo.distributed.AtomicCheckpointIO`, unless the recipe
+sets ``trainer.plugins``), and ``trainer.use_distributed_sampler`` defaults to ``false`` (crabzoo's batch
+samplers split batches across ranks themselves). ``--ckpt_path last`` names the newest ``last.ckpt`` under
+``trainer.default_root_dir``.
 """
 
 from __future__ import annotations
@@ -12,9 +21,11 @@ from typing import Any
 
 from lightning.pytorch.cli import LightningCLI
 
+from crabzoo.checkpoints import LastCheckpoint, find_last_checkpoint
 from crabzoo.data.datamodule import AVUIEDataModule
 from crabzoo.errors import CrabzooError
 from crabzoo.paradigms.base import AVLLM
+from crabzoo.predict import PredictionWriter
 from crabzoo.report import ReportCallback
 
 
@@ -36,17 +47,60 @@ def default_loggers(root: str | Path) -> list[Any]:
 class CrabzooCLI(LightningCLI):
     """LightningCLI for crabzoo paradigms.
 
-    Adds the per-task report callback to every run and, unless the recipe sets ``trainer.logger``, logs with
-    TensorBoard and CSV into ``<default_root_dir>/version_N/`` (with the resolved config, checkpoints and report).
+    Adds the per-task report, ``last.ckpt`` and predictions callbacks to every run and, unless the recipe sets
+    ``trainer.logger``, logs with TensorBoard and CSV into ``<default_root_dir>/version_N/`` (with the resolved
+    config, checkpoints, report and predictions).
     """
 
     def add_arguments_to_parser(self, parser: Any) -> None:
         parser.add_lightning_class_args(ReportCallback, "report")
+        parser.add_lightning_class_args(LastCheckpoint, "last_checkpoint")
+        parser.add_lightning_class_args(PredictionWriter, "predictions")
+        parser.set_defaults({"trainer.use_distributed_sampler": False})
 
     def _instantiate_trainer(self, config: dict[str, Any], callbacks: list[Any]) -> Any:
+        from crabzoo.distributed import AtomicCheckpointIO, RNGCheckpoint
+
         if config.get("logger") in (None, True):
             config["logger"] = default_loggers(config.get("default_root_dir") or "runs")
+        if config.get("plugins") is None:
+            config["plugins"] = [AtomicCheckpointIO()]
+        given = config.get("callbacks") or []
+        given = given if isinstance(given, list) else [given]
+        if not any(isinstance(cb, RNGCheckpoint) for cb in [*given, *callbacks]):
+            callbacks = [*callbacks, RNGCheckpoint()]
         return super()._instantiate_trainer(config, callbacks)
+
+    def _prepare_subcommand_kwargs(self, subcommand: str) -> dict[str, Any]:
+        kwargs = super()._prepare_subcommand_kwargs(subcommand)
+        if kwargs.get("ckpt_path") == "last":
+            kwargs["ckpt_path"] = resolve_last(self.trainer.default_root_dir, subcommand)
+        return kwargs
+
+
+def resolve_last(root: str | Path, subcommand: str) -> str | None:
+    """``--ckpt_path last``: the newest ``last.ckpt`` under ``root``.
+
+    ``fit`` without one starts from scratch (so a requeued job can always pass ``last``); the other commands
+    need a trained model.
+
+    Raises:
+        CrabzooError: no ``last.ckpt`` under ``root`` for ``validate`` / ``test`` / ``predict``.
+    """
+    from lightning.pytorch.utilities import rank_zero_info
+
+    found = find_last_checkpoint(root)
+    if found is not None:
+        rank_zero_info(f"crabzoo {subcommand}: --ckpt_path last -> {found}")
+        return str(found)
+    where = f"{root}/version_*/checkpoints/last.ckpt"
+    if subcommand == "fit":
+        rank_zero_info(f"crabzoo fit: --ckpt_path last: no {where} yet; starting from scratch")
+        return None
+    raise CrabzooError(
+        f"--ckpt_path last: no {where} found; train first (`crabzoo fit` keeps last.ckpt), pass a checkpoint file, "
+        "or set --trainer.default_root_dir to the runs folder of the training"
+    )
 
 
 def _check_config_paths(argv: list[str]) -> None:
@@ -71,6 +125,13 @@ def run_lightning_cli(argv: list[str]) -> None:
             parser_kwargs={"error_handler": None} if _legacy_error_handler() else {"exit_on_error": False},
         )
     except CrabzooError:
+        raise
+    except SystemExit as err:
+        from lightning.pytorch.utilities.exceptions import SIGTERMException
+
+        if isinstance(err, SIGTERMException):  # last.ckpt was written by LastCheckpoint.on_exception
+            print("crabzoo: stopped by SIGTERM; resume with --ckpt_path last", file=sys.stderr)
+            raise SystemExit(143) from None
         raise
     except Exception as err:  # jsonargparse reports config mistakes as ArgumentError
         if type(err).__name__ in ("ArgumentError", "ParserError"):

@@ -7,6 +7,7 @@ windows), and one task per batch keeps every tensor rectangular. Tasks are mixed
 from __future__ import annotations
 
 import random
+import warnings
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -85,8 +86,8 @@ class TaskBatchSampler(torch.utils.data.Sampler[list[int]]):
     def __init__(self, task_of: Sequence[str], batch_size: int, shuffle: bool = True, seed: int = 0, drop_last: bool = False) -> None:
         if isinstance(task_of, torch.utils.data.Sampler):  # Lightning re-instantiating us around its own sampler
             raise CrabzooError(
-                "crabzoo's task batch samplers shard batches by rank themselves; set "
-                "`trainer.use_distributed_sampler: false` for multi-process runs (see recipes/scale/)"
+                "crabzoo's task batch samplers shard batches by rank themselves; keep "
+                "`trainer.use_distributed_sampler: false` (the crabzoo CLI's default; a config sets it to true)"
             )
         self.task_of = list(task_of)
         self.batch_size = batch_size
@@ -132,6 +133,35 @@ class TaskBatchSampler(torch.utils.data.Sampler[list[int]]):
     def __len__(self) -> int:
         _, world = self._rank_world()
         return len(self._batches()) // world
+
+
+class PredictBatches(torch.utils.data.Sampler[list[int]]):
+    """Every batch of a :class:`TaskBatchSampler`, dealt to the ranks in turn: none dropped, none repeated.
+
+    Rank ``r`` of ``W`` takes batches ``r, r + W, ...``, so ranks may get one batch more than others (prediction
+    has no per-step collective). Lightning rebuilds a prediction batch sampler that exposes ``batch_size`` and
+    ``drop_last`` around its own sampler; this one has neither, so Lightning only wraps it to track indices.
+
+    Args:
+        batches: The batch order (one task per batch, a fixed order without shuffling).
+    """
+
+    def __init__(self, batches: TaskBatchSampler) -> None:
+        self.source = batches
+
+    def _mine(self) -> list[list[int]]:
+        rank, world = TaskBatchSampler._rank_world()
+        return self.source._batches()[rank::world]
+
+    def __iter__(self) -> Iterator[list[int]]:
+        yield from self._mine()
+
+    def __len__(self) -> int:
+        return len(self._mine())
+
+
+# PredictBatches hands out every batch by design; Lightning warns that it cannot check a custom sampler
+warnings.filterwarnings("ignore", message=r"You are using a custom batch sampler `PredictBatches` for prediction")
 
 
 class AVUIEDataModule(L.LightningDataModule):
@@ -248,13 +278,19 @@ class AVUIEDataModule(L.LightningDataModule):
         return self._batches(DataLoader, samples, sampler)
 
     def _batches(self, loader_cls: type[DataLoader], samples: list[Sample], sampler: Any) -> DataLoader:
-        """A ``loader_cls`` over ``samples`` processed by this module's processor, batched by ``sampler``."""
+        """A ``loader_cls`` over ``samples`` processed by this module's processor, batched by ``sampler``.
+
+        The loader draws its per-epoch worker seed from its own generator, not the global one: otherwise each
+        epoch start would advance the global generator (dropout), and a run resumed from an epoch-end
+        checkpoint would draw differently from the uninterrupted run.
+        """
         return loader_cls(
             SampleDataset(samples, self.processor, strict=self.strict),
             batch_sampler=sampler,
             collate_fn=self.processor.collate,
             num_workers=self.num_workers,
             persistent_workers=self.num_workers > 0,
+            generator=torch.Generator().manual_seed(self.seed),
         )
 
     # --- scale hook (crabzoo.data.mixing): weighted, distributed, resumable task mixing for training --------
@@ -283,4 +319,7 @@ class AVUIEDataModule(L.LightningDataModule):
         return self._loader(self.splits["val"], shuffle=False)
 
     def predict_dataloader(self) -> DataLoader:
-        return self._loader(self.splits["val"], shuffle=False)
+        """Every ``val_split`` sample once over all ranks (:class:`PredictBatches`), one task per batch."""
+        samples = self.splits["val"]
+        order = TaskBatchSampler([s.task for s in samples], self.batch_size, shuffle=False, seed=self.seed)
+        return self._batches(DataLoader, samples, PredictBatches(order))

@@ -86,8 +86,8 @@ def _rank_world() -> tuple[int, int]:
 class TaskMixingSampler(Sampler[list[int]]):
     """Task-homogeneous batches mixed across tasks; distributed, stateful and optionally length-grouped.
 
-    Under Lightning, set ``trainer.use_distributed_sampler: false`` (this sampler splits the batches across
-    ranks itself). Lightning calls ``set_epoch`` through the ``sampler`` attribute, which is the sampler itself.
+    Under Lightning, keep ``trainer.use_distributed_sampler: false`` (the crabzoo CLI's default: this sampler
+    splits the batches across ranks itself). Lightning calls ``set_epoch`` through the ``sampler`` attribute, which is the sampler itself.
 
     Args:
         task_of: Task name of every dataset index.
@@ -125,7 +125,7 @@ class TaskMixingSampler(Sampler[list[int]]):
         if isinstance(task_of, Sampler) or not all(isinstance(t, str) for t in task_of):
             raise CrabzooError(
                 "TaskMixingSampler takes the task name of every sample; if Lightning rebuilt it with a "
-                "DistributedSampler, set `trainer.use_distributed_sampler: false`"
+                "DistributedSampler, keep `trainer.use_distributed_sampler: false` (the crabzoo CLI's default)"
             )
         if batch_size < 1:
             raise CrabzooError(f"batch_size must be >= 1, got {batch_size}")

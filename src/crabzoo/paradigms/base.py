@@ -540,8 +540,24 @@ class AVLLM(L.LightningModule):
         self._eval_step(batch, "test")
 
     def predict_step(self, batch: dict[str, Any], batch_idx: int) -> list[dict[str, Any]]:
+        """One record per sample of the batch (see :mod:`crabzoo.predict`): id, task, prompt, generation, answer.
+
+        The whole batch is generated at once (left-padded, greedy, with the backbone's KV cache). Samples whose
+        media could not be read get a record without a generation; a batch of only those generates nothing.
+        """
+        from crabzoo.predict import prediction_record, skipped_record
+
+        records = [skipped_record(s) for s in batch.get("skipped", [])]
+        if not batch["tasks"]:
+            return records
         texts = self.generate(batch)
-        return [{"id": i, "task": t, "prediction": p} for i, t, p in zip(batch["ids"], batch["tasks"], texts)]
+        prompts = self._prompt_texts(batch)
+        records += [prediction_record(i, t, p, g) for i, t, p, g in zip(batch["ids"], batch["tasks"], prompts, texts)]
+        return records
+
+    def _prompt_texts(self, batch: dict[str, Any]) -> list[str]:
+        """The prompts as the model saw them (chat template and media placeholders kept)."""
+        return self.backbone.tokenizer.batch_decode([ids.tolist() for ids in batch["prompt_ids"]], skip_special_tokens=False)
 
     def _compute_metrics(self, prefix: str) -> None:
         from crabzoo.tasks import get_task
