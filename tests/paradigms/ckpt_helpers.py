@@ -119,3 +119,28 @@ class Pace(L.Callback):
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         self.marker.write_text(str(trainer.global_step))
         time.sleep(self.seconds)
+
+
+def launch_cli(args: list[str], log_dir: Path, world: int = 2, timeout: float = 300.0) -> None:
+    """``python -m crabzoo.cli ARGS`` as ``world`` CPU ranks over gloo (Lightning's external-launch variables)."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    procs, logs = [], []
+    for rank in range(world):
+        env = {"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port), "LOCAL_RANK": str(rank), "NODE_RANK": "0",
+               "WORLD_SIZE": str(world)}
+        logs.append(log_dir / f"rank{rank}.log")
+        procs.append(start_cli([*args, "--trainer.accelerator", "cpu", "--trainer.devices", str(world),
+                                "--trainer.strategy", "ddp"], logs[-1], env))
+    try:
+        codes = [p.wait(timeout) for p in procs]
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+    if any(codes):
+        raise AssertionError(f"ranks exited with {codes}:\n" + "\n----\n".join(log.read_text()[-3000:] for log in logs))
