@@ -265,3 +265,22 @@ def test_omni_ilora_exports_in_the_crab_plus_layout(avsynth_root, tmp_path):
     assert len(mapping) == len(model.adapter.layers) == 2 * 7 + 2 * 3 + 2 * 3
     ours = exported.adapter.adapter_state_dict()
     assert all(torch.equal(ours[k], v) for k, v in model.adapter.adapter_state_dict().items())
+
+
+def test_referenced_encoders_are_left_out_and_rebuilt_from_their_configuration(ckpts, models, tmp_path):
+    from crabzoo.export import load_exported
+
+    out = tmp_path / "out"
+    result = run_main(["export", "--ckpt_path", str(ckpts["ilora"]), "--out", str(out), "--encoders", "reference"])
+    assert result.code == 0, result.err
+    assert "audio_encoder: reference, visual_encoder: reference" in result.out
+    assert not (out / "encoders").exists()
+    manifest = json.loads((out / "crabzoo_export.json").read_text())
+    assert manifest["encoders"]["audio_encoder"] == {"mode": "reference", "file": None}
+    exported, trained = load_exported(out), models["ilora"][0]
+    assert type(exported.audio_encoder) is type(trained.audio_encoder)
+    want, got = trained.state_dict(), exported.state_dict()
+    assert set(got) == set(want)
+    for key in want:  # everything but the (randomly initialised, frozen) encoders comes from the folder
+        if not key.startswith(("audio_encoder.", "visual_encoder.")):
+            assert torch.equal(got[key], want[key]), key
