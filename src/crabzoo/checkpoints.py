@@ -115,7 +115,7 @@ class LastCheckpoint(L.Callback):
             if tmp.is_dir():
                 shutil.rmtree(tmp)
         trainer.strategy.barrier("crabzoo.last_checkpoint.start")
-        trainer.save_checkpoint(tmp)
+        trainer.save_checkpoint(tmp, weights_only=False)
         if trainer.is_global_zero:
             replace_path(tmp, path)
         trainer.strategy.barrier("crabzoo.last_checkpoint.end")

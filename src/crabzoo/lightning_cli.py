@@ -16,6 +16,7 @@ samplers split batches across ranks themselves). ``--ckpt_path last`` names the 
 from __future__ import annotations
 
 import sys
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -112,7 +113,10 @@ def _check_config_paths(argv: list[str]) -> None:
 def run_lightning_cli(argv: list[str]) -> None:
     """Run a Lightning subcommand; configuration errors exit with status 2 and one message."""
     _check_config_paths(argv)
-    sys.argv = sys.argv[:1]  # the arguments come from `argv` alone
+    # the arguments come from `argv` alone; sys.argv mirrors them for Lightning's launcher, which starts the other
+    # ranks of a one-machine multi-process run (`--trainer.devices 2`) by running this command again
+    sys.argv = [sys.argv[0], *argv]
+    warnings.filterwarnings("ignore", message="LightningCLI's args parameter is intended to run from within Python")
     try:
         CrabzooCLI(
             AVLLM,

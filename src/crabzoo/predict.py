@@ -97,14 +97,16 @@ def gather_records(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 class PredictionWriter(L.Callback):
-    """Write ``<run dir>/predictions.jsonl`` at the end of ``crabzoo predict`` (see :mod:`crabzoo.predict`).
+    """crabzoo predict writes one JSON line per sample to <default_root_dir>/version_N/predictions.jsonl.
+
+    ``version_N`` is the predict run's own directory (beside its ``config.yaml``); see :mod:`crabzoo.predict`.
 
     The records are what the paradigm's ``predict_step`` returns for each batch; they are gathered from every
     rank, sorted by task and id, and written once by rank 0 (atomically).
 
     Args:
         enabled: Write the file.
-        filename: Its name inside the run directory (``trainer.log_dir``).
+        filename: File name inside the predict run's directory (``trainer.log_dir``).
     """
 
     def __init__(self, enabled: bool = True, filename: str = PREDICTIONS_NAME) -> None:
