@@ -34,7 +34,7 @@ Training (Lightning CLI; see `crabzoo fit --help`):
   fit        Train a paradigm on a recipe:  crabzoo fit --config recipes/quickstart.yaml
   validate   Validate a checkpoint:         crabzoo validate --config ... --ckpt_path CKPT
   test       Test a checkpoint
-  predict    Write generations as JSONL
+  predict    Write <run dir>/predictions.jsonl (one line per sample): crabzoo predict --config ... --ckpt_path last
 
 Tools:
 {tools}
