@@ -98,3 +98,40 @@ def test_checkpoint_holds_trained_weights_only_and_reloads_identically(fitted):
     with torch.no_grad():
         per_sample = model(recorded["batch"])["per_sample"].float()
     torch.testing.assert_close(per_sample, recorded["per_sample"], rtol=0, atol=1e-6)
+
+
+def last_checkpoint(version: Path) -> Path:
+    return sorted((version / "checkpoints").glob("*.ckpt"))[-1]
+
+
+def test_ask_answers_about_a_clip_from_the_adapter_only_checkpoint(fitted, avsynth_root):
+    import contextlib
+    import io
+
+    from crabzoo.cli import main
+
+    version, _ = fitted
+    base = avsynth_root / "AVUIE_2" / "ks"
+    record = json.loads((base / "test.json").read_text())[0]
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        main([
+            "ask", "--ckpt_path", str(last_checkpoint(version)), "--task", "ks", "--json", "--max_new_tokens", "4",
+            "--video", str(base / "video" / record["video_path"]), "--audio", str(base / "audio" / record["audio_path"]),
+        ])
+    answer = json.loads(out.getvalue())
+    assert answer["task"] == "ks" and isinstance(answer["generation"], str) and isinstance(answer["parse_ok"], bool)
+
+
+def test_export_reloads_to_the_checkpoints_losses(fitted, tmp_path):
+    from crabzoo.cli import main
+    from crabzoo.export import load_exported
+
+    version, probe = fitted
+    main(["export", "--ckpt_path", str(last_checkpoint(version)), "--out", str(tmp_path / "export")])
+    model = load_exported(tmp_path / "export")
+    recorded = torch.load(probe / "probe.pt", map_location="cpu", weights_only=True)
+    with torch.no_grad():
+        per_sample = model(recorded["batch"])["per_sample"].float()
+    # LoRA is merged into the weights (a different summation order), I-LoRA is kept as it is
+    torch.testing.assert_close(per_sample, recorded["per_sample"], rtol=0, atol=1e-4)
