@@ -24,7 +24,7 @@ import contextlib
 import fcntl
 import hashlib
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
@@ -199,3 +199,33 @@ def conversion_lock(out: Path) -> Iterator[None]:
             yield
         finally:
             fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+_CONVERTED: dict[tuple, Path] = {}
+"""Per-process memo of :func:`converted_once` (skips hashing a large source file again)."""
+
+
+def converted_once(
+    name: str, source: Path, files: Sequence[str], convert: Callable[[Path, Path], object]
+) -> Path:
+    """The cache directory of ``source`` converted by ``convert(source, out)``, converting on the first call.
+
+    The directory is :func:`converted_dir` ``(name, source, "hf")``, complete when every one of ``files`` is in
+    it. Concurrent first calls (ranks, test workers) convert once, under :func:`conversion_lock`. Later calls in
+    the same process return at once; in a new process they hash the source and find the directory.
+    """
+    stat = source.stat()
+    key = (str(cache_root()), str(source), stat.st_size, stat.st_mtime_ns)
+
+    def complete(directory: Path) -> bool:
+        return all((directory / f).is_file() for f in files)
+
+    if key in _CONVERTED and complete(_CONVERTED[key]):
+        return _CONVERTED[key]
+    out = converted_dir(name, source, "hf")
+    if not complete(out):
+        with conversion_lock(out):
+            if not complete(out):
+                convert(source, out)
+    _CONVERTED[key] = out
+    return out

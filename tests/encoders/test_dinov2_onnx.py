@@ -45,7 +45,7 @@ def cache(tmp_path_factory: pytest.TempPathFactory):
 
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("CRABZOO_CACHE", str(tmp_path_factory.mktemp("crabzoo_cache")))
-        mp.setattr(dinov2_onnx, "_DONE", {})
+        mp.setattr(pretrained, "_CONVERTED", {})
         yield
 
 

@@ -39,7 +39,7 @@ def cache(tmp_path_factory: pytest.TempPathFactory):
 
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("CRABZOO_CACHE", str(tmp_path_factory.mktemp("crabzoo_cache")))
-        mp.setattr(whisper_ct2, "_DONE", {})
+        mp.setattr(pretrained, "_CONVERTED", {})
         yield
 
 

@@ -86,12 +86,10 @@ def convert_gguf(path: str | Path, out: str | Path, dtype: str = "float32") -> P
 def cached_gguf_dir(path: str | Path, name: str | None = None) -> Path:
     """The converted directory of a GGUF file, converting it on first use (see :func:`convert_gguf`)."""
     path = Path(path)
-    out = pretrained.converted_dir(name or path.stem, path, "hf")
-    if (out / "config.json").is_file():
-        return out
-    with pretrained.conversion_lock(out):
-        if not (out / "config.json").is_file():
-            start = time.perf_counter()
-            convert_gguf(path, out)
-            print(f"crabzoo: converted {path.name} once into {out} ({time.perf_counter() - start:.1f} s)", file=sys.stderr)
-    return out
+
+    def convert(source: Path, out: Path) -> None:
+        start = time.perf_counter()
+        convert_gguf(source, out)
+        print(f"crabzoo: converted {source.name} once into {out} ({time.perf_counter() - start:.1f} s)", file=sys.stderr)
+
+    return pretrained.converted_once(name or path.stem, path, ("config.json",), convert)

@@ -384,20 +384,16 @@ def convert_dinov2_onnx(src: str | Path, out_dir: str | Path) -> Path:
     return out
 
 
-_DONE: dict[tuple, Path] = {}
-"""Per-process memo of :func:`packaged_dinov2_dir` (skips hashing the 97 MB source again)."""
-
-
-def _complete(directory: Path) -> bool:
-    return all((directory / f).is_file() for f in ("config.json", "model.safetensors", "preprocessor_config.json", MARKER))
+CONVERTED_FILES = ("config.json", "model.safetensors", "preprocessor_config.json", MARKER)
+"""Files of a complete conversion folder."""
 
 
 def packaged_dinov2_dir(name: str = f"packaged:{PACKAGED}") -> Path:
     """The converted transformers folder of a packaged ONNX DINOv2, converting it on the first call.
 
     The folder is :func:`crabzoo.pretrained.converted_dir` ``(name, file.onnx, "hf")`` (keyed by the source's
-    sha256); concurrent first calls (several ranks) convert once, under a file lock. Later calls in the same
-    process return at once; in a new process they hash the source (~0.1 s) and find the folder.
+    sha256), written once by :func:`crabzoo.pretrained.converted_once`: concurrent first calls convert once,
+    later ones find the folder (a new process hashes the source, ~0.1 s).
 
     Raises:
         CrabzooError: ``name`` is not an ONNX DINOv2 weight, or its package is not installed.
@@ -407,18 +403,7 @@ def packaged_dinov2_dir(name: str = f"packaged:{PACKAGED}") -> Path:
     entry = pretrained.weight(name)
     if not entry.format.startswith("ONNX"):
         raise CrabzooError(f"packaged weight {entry.name!r} is a {entry.format}, not an ONNX graph with a DINOv2 backbone")
-    source = pretrained.locate(entry.name)
-    stat = source.stat()
-    key = (str(pretrained.cache_root()), str(source), stat.st_size, stat.st_mtime_ns)
-    if key in _DONE and _complete(_DONE[key]):
-        return _DONE[key]
-    out = pretrained.converted_dir(entry.name, source, "hf")
-    if not _complete(out):
-        with pretrained.conversion_lock(out):
-            if not _complete(out):
-                convert_dinov2_onnx(source, out)
-    _DONE[key] = out
-    return out
+    return pretrained.converted_once(entry.name, pretrained.locate(entry.name), CONVERTED_FILES, convert_dinov2_onnx)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -437,20 +437,16 @@ def parameter_counts(shapes: dict[str, tuple[int, ...]]) -> dict[str, int]:
     return {"total": counts["encoder"] + counts["decoder"], **counts}
 
 
-_DONE: dict[tuple, Path] = {}
-"""Per-process memo of :func:`packaged_whisper_dir` (skips hashing the 75 MB source again)."""
-
-
-def _complete(directory: Path) -> bool:
-    return all((directory / f).is_file() for f in ("config.json", "model.safetensors", "preprocessor_config.json", MARKER))
+CONVERTED_FILES = ("config.json", "model.safetensors", "preprocessor_config.json", MARKER)
+"""Files of a complete conversion folder."""
 
 
 def packaged_whisper_dir(name: str = PACKAGED) -> Path:
     """The converted transformers folder of a packaged CT2 Whisper, converting it on the first call.
 
     The folder is :func:`crabzoo.pretrained.converted_dir` ``(name, model.bin, "hf")`` (keyed by the source's
-    sha256); concurrent first calls (several ranks) convert once, under a file lock. Later calls in the same
-    process return at once; in a new process they hash the source (~0.1 s) and find the folder.
+    sha256), written once by :func:`crabzoo.pretrained.converted_once`: concurrent first calls convert once,
+    later ones find the folder (a new process hashes the source, ~0.1 s).
 
     Raises:
         CrabzooError: ``name`` is not a CTranslate2 Whisper weight, or its package is not installed.
@@ -460,18 +456,8 @@ def packaged_whisper_dir(name: str = PACKAGED) -> Path:
     entry = pretrained.weight(name)
     if not entry.format.startswith("CTranslate2"):
         raise CrabzooError(f"packaged weight {entry.name!r} is a {entry.format}, not a CTranslate2 Whisper")
-    source = pretrained.locate(entry.name)
-    stat = source.stat()
-    key = (str(pretrained.cache_root()), str(source), stat.st_size, stat.st_mtime_ns)
-    if key in _DONE and _complete(_DONE[key]):
-        return _DONE[key]
-    out = pretrained.converted_dir(entry.name, source, "hf")
-    if not _complete(out):
-        with pretrained.conversion_lock(out):
-            if not _complete(out):
-                convert_whisper_ct2(source.parent, out)
-    _DONE[key] = out
-    return out
+    source = pretrained.locate(entry.name)  # model.bin; the converter reads its whole directory
+    return pretrained.converted_once(entry.name, source, CONVERTED_FILES, lambda src, out: convert_whisper_ct2(src.parent, out))
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
