@@ -81,6 +81,8 @@ class AVLLM(L.LightningModule):
         scheduler: Learning-rate scheduler factory; stepped every optimizer step.
         system_prompt: System turn of the chat (``None``: none).
         max_new_tokens: Generation length at validation/test time.
+        task_max_new_tokens: Generation length per task, overriding ``max_new_tokens`` for batches of those tasks
+            (e.g. ``{ks: 12, s4: 72}``: short answers stop early even when the model never emits EOS).
         max_target_tokens: Training targets are truncated to this many tokens (the EOS token is kept).
         generate_val: Generate and score at validation (the loss is always computed).
         task_names: Task order for task-routed adapters (defaults to the datamodule's tasks).
@@ -116,6 +118,7 @@ class AVLLM(L.LightningModule):
         max_target_tokens: int = 256,
         generate_val: bool = True,
         task_names: Sequence[str] | None = None,
+        task_max_new_tokens: dict[str, int] | None = None,
         init_checkpoint: str | None = None,
         feature_cache: str | None = None,
         save_frozen: bool = True,
@@ -139,6 +142,7 @@ class AVLLM(L.LightningModule):
         self.scheduler_factory = scheduler
         self.system_prompt = system_prompt
         self.max_new_tokens = max_new_tokens
+        self.task_max_new_tokens = dict(task_max_new_tokens or {})
         self.max_target_tokens = max_target_tokens
         self.generate_val = generate_val
         self.task_names: list[str] = list(task_names or [])
@@ -456,13 +460,17 @@ class AVLLM(L.LightningModule):
         loss, per_sample = self.backbone(inputs, attention, positions, labels=labels)
         return {"loss": loss, "per_sample": per_sample}
 
+    def generation_length(self, tasks: Sequence[str]) -> int:
+        """New tokens to generate for a batch of these tasks: the longest of their ``task_max_new_tokens``."""
+        return max((self.task_max_new_tokens.get(t, self.max_new_tokens) for t in tasks), default=self.max_new_tokens)
+
     @torch.no_grad()
     def generate(self, batch: dict[str, Any], max_new_tokens: int | None = None) -> list[str]:
         """Greedy generations (decoded text) for the prompts of a batch."""
         self._set_task_ids(batch)
         media = self.media_embeddings(batch)
         inputs, attention, _ = self.splice(batch["prompt_ids"], None, media)
-        new = self.backbone.generate(inputs, attention, max_new_tokens or self.max_new_tokens)
+        new = self.backbone.generate(inputs, attention, max_new_tokens or self.generation_length(batch.get("tasks", ())))
         return self.backbone.tokenizer.batch_decode(new, skip_special_tokens=True)
 
     # ------------------------------------------------------------------ steps

@@ -36,6 +36,8 @@ class InterleavedAVLLM(AVLLM):
         scheduler: Learning-rate scheduler factory.
         system_prompt: Optional system turn.
         max_new_tokens: Generation length at evaluation.
+        task_max_new_tokens: Generation length per task, overriding ``max_new_tokens`` for batches of those tasks
+            (e.g. ``{ks: 12, s4: 72}``: short answers stop early even when the model never emits EOS).
         max_target_tokens: Target truncation length.
         generate_val: Generate and score at validation.
         task_names: Task order for task-routed adapters.
@@ -57,6 +59,7 @@ class InterleavedAVLLM(AVLLM):
         scheduler: LRSchedulerCallable | None = None,
         system_prompt: str | None = None,
         max_new_tokens: int = 64,
+        task_max_new_tokens: dict[str, int] | None = None,
         max_target_tokens: int = 256,
         generate_val: bool = True,
         task_names: Sequence[str] | None = None,
@@ -76,6 +79,7 @@ class InterleavedAVLLM(AVLLM):
             scheduler=scheduler,
             system_prompt=system_prompt,
             max_new_tokens=max_new_tokens,
+            task_max_new_tokens=task_max_new_tokens,
             max_target_tokens=max_target_tokens,
             generate_val=generate_val,
             task_names=task_names,

@@ -184,6 +184,8 @@ class SegmentationAVLLM(AVLLM):
         scheduler: Learning-rate scheduler factory.
         system_prompt: Optional system turn.
         max_new_tokens: Generation length at evaluation.
+        task_max_new_tokens: Generation length per task, overriding ``max_new_tokens`` for batches of those tasks
+            (e.g. ``{ks: 12, s4: 72}``: short answers stop early even when the model never emits EOS).
         max_target_tokens: Target truncation length (the mask suffix is always kept).
         generate_val: Generate and score at validation.
         task_names: Task order for task-routed adapters.
@@ -212,6 +214,7 @@ class SegmentationAVLLM(AVLLM):
         scheduler: LRSchedulerCallable | None = None,
         system_prompt: str | None = None,
         max_new_tokens: int = 64,
+        task_max_new_tokens: dict[str, int] | None = None,
         max_target_tokens: int = 256,
         generate_val: bool = True,
         task_names: Sequence[str] | None = None,
@@ -244,6 +247,7 @@ class SegmentationAVLLM(AVLLM):
             scheduler=scheduler,
             system_prompt=system_prompt,
             max_new_tokens=max_new_tokens,
+            task_max_new_tokens=task_max_new_tokens,
             max_target_tokens=max_target_tokens,
             generate_val=generate_val,
             task_names=task_names,
@@ -387,7 +391,7 @@ class SegmentationAVLLM(AVLLM):
         self._set_task_ids(batch)
         media = self._embeddings(self.encode_raw(batch))
         inputs, attention, _ = self.splice(batch["prompt_ids"], None, media)
-        return self.backbone.generate(inputs, attention, max_new_tokens or self.max_new_tokens)
+        return self.backbone.generate(inputs, attention, max_new_tokens or self.generation_length(batch.get("tasks", ())))
 
     @torch.no_grad()
     def decode_masks(self, batch: dict[str, Any], generated: Tensor) -> tuple[Tensor, Tensor]:

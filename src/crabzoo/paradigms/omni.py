@@ -205,6 +205,8 @@ class OmniAVLLM(AVLLM):
         scheduler: Learning-rate scheduler factory; stepped every optimizer step.
         system_prompt: System turn (default: the stock Qwen2.5-Omni prompt, as Crab+).
         max_new_tokens: Generation length at validation/test time.
+        task_max_new_tokens: Generation length per task, overriding ``max_new_tokens`` for batches of those tasks
+            (e.g. ``{ks: 12, s4: 72}``: short answers stop early even when the model never emits EOS).
         max_target_tokens: Supervised assistant tokens kept per sample (then ``<|im_end|>``).
         generate_val: Generate and score at validation (the loss is always computed).
         task_names: Task order for task-routed adapters (defaults to the datamodule's tasks).
@@ -224,6 +226,7 @@ class OmniAVLLM(AVLLM):
         scheduler: LRSchedulerCallable | None = None,
         system_prompt: str | None = SYSTEM_PROMPT,
         max_new_tokens: int = 64,
+        task_max_new_tokens: dict[str, int] | None = None,
         max_target_tokens: int = 256,
         generate_val: bool = True,
         task_names: Sequence[str] | None = None,
@@ -237,7 +240,8 @@ class OmniAVLLM(AVLLM):
             )
         super().__init__(
             backbone, adapter=adapter, train_groups=train_groups, optimizer=optimizer, scheduler=scheduler,
-            system_prompt=system_prompt, max_new_tokens=max_new_tokens, max_target_tokens=max_target_tokens,
+            system_prompt=system_prompt, max_new_tokens=max_new_tokens, task_max_new_tokens=task_max_new_tokens,
+            max_target_tokens=max_target_tokens,
             generate_val=generate_val, task_names=task_names, save_frozen=save_frozen,
         )
         self.frame_size = frame_size
@@ -267,5 +271,5 @@ class OmniAVLLM(AVLLM):
         self._set_task_ids(batch)
         media = {k: v for k, v in batch["inputs"].items() if k not in TEXT_KEYS}
         inputs = self._cast_media({**media, **batch["prompt"]})
-        new = self.backbone.generate_multimodal(max_new_tokens or self.max_new_tokens, **inputs)
+        new = self.backbone.generate_multimodal(max_new_tokens or self.generation_length(batch.get("tasks", ())), **inputs)
         return self.backbone.tokenizer.batch_decode(new, skip_special_tokens=True)

@@ -340,34 +340,94 @@ def write_report(runs: list[Any], reference: str, out_dir: Path) -> dict[str, An
         "shares": share_rows,
         "scores": scores,
         "runs": run_times(runs),
+        "budgets": budget_rows(runs),
         "failures": failures,
     }
     atomic_write_text(out_dir / "report.json", json.dumps(payload, indent=2))
-    atomic_write_text(out_dir / "report.md", markdown(deltas, share_rows, failures, scores) + _times_markdown(payload["runs"]))
+    text = markdown(deltas, share_rows, failures, scores) + _budgets_markdown(payload["budgets"]) + _times_markdown(payload["runs"])
+    atomic_write_text(out_dir / "report.md", text)
     payload["plots"] = [str(p) for p in plot(deltas, out_dir)] + [str(p) for p in plot_routes(runs, reference, out_dir)]
     return payload
 
 
 def run_times(runs: list[Any]) -> dict[str, Any]:
-    """Runs finished and their ``crabzoo fit`` seconds (from ``DONE.json``), in total and per regime."""
+    """Runs finished and their ``crabzoo fit`` wall and CPU seconds (from ``DONE.json``), in total and per regime."""
     from crabzoo.transfer.study import DONE
 
     per_regime: dict[str, float] = defaultdict(float)
+    cpu = 0.0
     done = 0
     for run in runs:
         marker = run.directory / DONE
         if marker.is_file():
             done += 1
-            per_regime[run.regime] += float(json.loads(marker.read_text()).get("seconds", 0.0))
-    return {"total": len(runs), "done": done, "seconds": round(sum(per_regime.values()), 1), "seconds_per_regime": {k: round(v, 1) for k, v in sorted(per_regime.items())}}
+            record = json.loads(marker.read_text())
+            per_regime[run.regime] += float(record.get("seconds", 0.0))
+            cpu += float(record.get("cpu_seconds", 0.0))
+    return {
+        "total": len(runs), "done": done, "seconds": round(sum(per_regime.values()), 1), "cpu_seconds": round(cpu, 1),
+        "seconds_per_regime": {k: round(v, 1) for k, v in sorted(per_regime.items())},
+    }
 
 
 def _times_markdown(times: dict[str, Any]) -> str:
     per = ", ".join(f"{k} {v / 60:.1f} min" for k, v in times["seconds_per_regime"].items())
     return (
         f"\n{times['done']} of {times['total']} runs finished; their `crabzoo fit` processes took "
-        f"{times['seconds'] / 60:.1f} min in all ({per}; parallel runs overlap).\n"
+        f"{times['seconds'] / 60:.1f} min in all ({per}; parallel runs overlap) and "
+        f"{times.get('cpu_seconds', 0.0) / 60:.1f} min of CPU time.\n"
     )
+
+
+def budget_rows(runs: list[Any]) -> list[dict[str, Any]]:
+    """Per (paradigm, regime): trainable parameters, optimizer steps and training samples seen per task.
+
+    Read from each finished run's ``samples.json`` (:class:`crabzoo.transfer.samples.SampleRecorder`); a
+    single-task regime's row gathers its per-task runs (each task's count from its own run). Counts are means
+    over seeds.
+    """
+    from crabzoo.transfer.study import FAILED, latest_samples
+
+    grouped: dict[tuple[str, str], dict[str, Any]] = {}
+    for run in runs:
+        path = latest_samples(run.directory) if not (run.directory / FAILED).is_file() else None
+        if path is None:
+            continue
+        payload = json.loads(path.read_text())
+        row = grouped.setdefault((run.paradigm, run.regime), {"params": {}, "steps": defaultdict(list), "seen": defaultdict(list)})
+        if payload.get("trainable_parameters"):
+            row["params"] = payload["trainable_parameters"]
+        scope = run.tasks[0] if len(run.tasks) == 1 else "all"
+        row["steps"][scope].append(int(payload.get("global_step", 0)))
+        for task, n in payload.get("seen", {}).items():
+            row["seen"][task].append(int(n))
+    out = []
+    for (paradigm, regime), row in grouped.items():
+        steps = {k: _mean([float(v) for v in vs]) for k, vs in row["steps"].items()}
+        out.append({
+            "paradigm": paradigm, "regime": regime, "trainable_parameters": row["params"],
+            "steps": steps, "seen": {t: _mean([float(v) for v in vs]) for t, vs in sorted(row["seen"].items())},
+        })
+    return out
+
+
+def _budgets_markdown(rows: list[dict[str, Any]]) -> str:
+    if not rows:
+        return ""
+    tasks = sorted({t for r in rows for t in r["seen"]})
+    out = ["## Budget: trainable parameters, steps and samples seen per task", ""]
+    out += ["| paradigm | regime | LLM adapter | connectors | trainable total | steps per run | " + " | ".join(tasks) + " |"]
+    out += ["|---|---|---:|---:|---:|---:|" + "---:|" * len(tasks)]
+    for r in rows:
+        p = r["trainable_parameters"]
+        fmt = lambda n: f"{n / 1e6:.2f} M" if n is not None else "–"  # noqa: E731
+        steps = r["steps"]
+        per_run = f"{steps['all']:.0f}" if "all" in steps else (f"{_mean(list(steps.values())):.0f} (each task)" if steps else "–")
+        out.append(
+            f"| {r['paradigm']} | {r['regime']} | {fmt(p.get('llm'))} | {fmt(p.get('connector'))} | {fmt(p.get('total'))} | {per_run} | "
+            + " | ".join(f"{r['seen'].get(t, 0):.0f}" for t in tasks) + " |"
+        )
+    return "\n".join(["", *out, ""]) + "\n"
 
 
 def plot_routes(runs: list[Any], reference: str, out_dir: Path) -> list[Path]:

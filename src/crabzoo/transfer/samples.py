@@ -2,7 +2,8 @@
 
 :class:`SampleRecorder` (added to every run of a transfer study) copies, at the end of each validation, every
 task metric's per-sample state (its ``rows`` and ``records``, see :mod:`crabzoo.metrics.base`) with the sample
-ids into ``samples.json`` next to the run's ``results.json``. :func:`recompute` puts a subset of those
+ids into ``samples.json`` next to the run's ``results.json``, with the run's trainable parameters per module group
+and the training samples seen per task (from :class:`crabzoo.monitor.TaskCounter` when the run has one). :func:`recompute` puts a subset of those
 per-sample states back into a fresh metric of the task and calls its ``compute``: the task's own metric,
 evaluated on a bootstrap resample.
 """
@@ -53,6 +54,29 @@ def recompute(metric: Any, samples: list[dict[str, Any]]) -> dict[str, float]:
     return {k: float(v) for k, v in metric.compute().items()}
 
 
+def trainable_parameters(module: Any) -> dict[str, int]:
+    """Trainable parameters per module group (``module_groups()`` when the module has it) and in ``total``.
+
+    With a frozen LLM the ``llm`` group's trainable parameters are its adapter's (LoRA or I-LoRA).
+    """
+    counts: dict[str, int] = {}
+    if hasattr(module, "module_groups"):
+        for name, group in module.module_groups().items():
+            counts[name] = sum(p.numel() for p in group.parameters() if p.requires_grad)
+    counts["total"] = sum(p.numel() for p in module.parameters() if p.requires_grad)
+    return counts
+
+
+def seen_per_task(trainer: L.Trainer) -> dict[str, int]:
+    """Training samples seen per task, from the trainer's :class:`~crabzoo.monitor.TaskCounter` (empty if none)."""
+    from crabzoo.monitor import TaskCounter
+
+    for callback in trainer.callbacks:
+        if isinstance(callback, TaskCounter):
+            return {task: int(n) for task, n in sorted(callback.counts.items())}
+    return {}
+
+
 class SampleRecorder(L.Callback):
     """Write ``samples.json``: per task, the ids and per-sample metric states of the last validation.
 
@@ -90,5 +114,10 @@ class SampleRecorder(L.Callback):
             tasks[task] = {"ids": ids, "samples": samples}
         if tasks:
             run_dir = Path(trainer.log_dir or trainer.default_root_dir)
-            payload = {"global_step": trainer.global_step, "tasks": tasks}
+            payload = {
+                "global_step": trainer.global_step,
+                "trainable_parameters": trainable_parameters(pl_module),
+                "seen": seen_per_task(trainer),
+                "tasks": tasks,
+            }
             atomic_write_text(run_dir / SAMPLES, json.dumps(payload, default=str))

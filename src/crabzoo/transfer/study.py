@@ -36,12 +36,16 @@ class Regime:
         multitask: One run on all tasks (``True``) or one run per task (``False``).
         configs: Extra ``--config`` files (typically the adapter).
         args: Extra command-line arguments.
+        steps: If set, this regime trains exactly this many optimizer steps whatever the study's budget (and is
+            validated after the last one): e.g. a multi-task regime given the steps of one single-task run, the
+            equal-steps control beside an equal-epochs study.
     """
 
     name: str
     multitask: bool
     configs: tuple[str, ...] = ()
     args: tuple[str, ...] = ()
+    steps: int | None = None
 
 
 @dataclass(frozen=True)
@@ -115,10 +119,15 @@ class StudyConfig:
         regimes = []
         for name, spec in dict(raw["regimes"]).items():
             spec = spec or {}
-            bad = sorted(set(spec) - {"multitask", "configs", "args"})
+            bad = sorted(set(spec) - {"multitask", "configs", "args", "steps"})
             if bad:
-                raise CrabzooError(f"{path}: regime {name!r} has unknown key(s) {bad}; use multitask, configs, args")
-            regimes.append(Regime(name, bool(spec.get("multitask", True)), tuple(spec.get("configs", ())), tuple(spec.get("args", ()))))
+                raise CrabzooError(f"{path}: regime {name!r} has unknown key(s) {bad}; use multitask, configs, args, steps")
+            steps = spec.get("steps")
+            if steps is not None and (not isinstance(steps, int) or steps < 1):
+                raise CrabzooError(f"{path}: regime {name!r}: steps must be a positive integer, not {steps!r}")
+            regimes.append(
+                Regime(name, bool(spec.get("multitask", True)), tuple(spec.get("configs", ())), tuple(spec.get("args", ())), steps)
+            )
         raw["regimes"] = regimes
         raw["recipe"] = list(raw["recipe"]) if isinstance(raw["recipe"], list) else [raw["recipe"]]
         config = cls(**raw)
@@ -143,15 +152,29 @@ class StudyConfig:
         return next(r.name for r in self.regimes if not r.multitask)
 
 
+def budget_args(budget: str, epochs: int, steps: int) -> list[str]:
+    """Trainer arguments of one budget: ``E`` epochs validated at the end, or ``S`` steps validated after the last."""
+    if budget == "epochs":
+        return ["--trainer.max_epochs", str(epochs), "--trainer.max_steps", "-1", "--trainer.check_val_every_n_epoch", str(epochs)]
+    return [
+        "--trainer.max_steps", str(steps), "--trainer.max_epochs", "-1",
+        "--trainer.check_val_every_n_epoch", "null", "--trainer.val_check_interval", str(steps),
+    ]
+
+
 def build_runs(config: StudyConfig, executable: str = "crabzoo") -> list[Run]:
-    """The full matrix: paradigms x regimes x (tasks for single-task regimes) x seeds."""
+    """The full matrix: seeds x paradigms x regimes x (tasks for single-task regimes).
+
+    Seeds come first, so that a study stopped early holds whole seeds (every regime of every paradigm), and
+    runs next to each other train on different tasks (no two of them encode the same clips for the cache).
+    """
     out = Path(config.out)
     runs = []
-    for paradigm, paradigm_configs in config.paradigms.items():
-        for regime in config.regimes:
-            scopes = [(t,) for t in config.tasks] if not regime.multitask else [tuple(config.tasks)]
-            for tasks in scopes:
-                for seed in config.seeds:
+    for seed in config.seeds:
+        for paradigm, paradigm_configs in config.paradigms.items():
+            for regime in config.regimes:
+                scopes = [(t,) for t in config.tasks] if not regime.multitask else [tuple(config.tasks)]
+                for tasks in scopes:
                     scope = tasks[0] if len(tasks) == 1 else "all"
                     directory = out / paradigm / regime.name / scope / f"seed{seed}"
                     cmd = [executable, "fit"]
@@ -159,15 +182,15 @@ def build_runs(config: StudyConfig, executable: str = "crabzoo") -> list[Run]:
                         cmd += ["--config", c]
                     cmd += ["--data.init_args.tasks", json.dumps(list(tasks)), "--seed_everything", str(seed)]
                     cmd += ["--trainer.default_root_dir", str(directory)]
-                    if config.budget == "epochs":  # validated once, at the end
-                        cmd += ["--trainer.max_epochs", str(config.epochs), "--trainer.max_steps", "-1"]
-                        cmd += ["--trainer.check_val_every_n_epoch", str(config.epochs)]
-                    else:  # validated once, after the last step
-                        cmd += ["--trainer.max_steps", str(config.steps), "--trainer.max_epochs", "-1"]
-                        cmd += ["--trainer.check_val_every_n_epoch", "null", "--trainer.val_check_interval", str(config.steps)]
+                    if regime.steps is not None:
+                        cmd += budget_args("steps", config.epochs, regime.steps)
+                    else:
+                        cmd += budget_args(config.budget, config.epochs, config.steps)
                     if config.feature_cache:
                         cmd += ["--model.init_args.feature_cache", str(config.feature_cache)]
-                    cmd += ["--trainer.callbacks+=crabzoo.transfer.samples.SampleRecorder"]  # per-sample records
+                    # per-sample records, samples seen per task, trainable parameters (crabzoo.transfer.samples)
+                    cmd += ["--trainer.callbacks+=crabzoo.monitor.TaskCounter"]
+                    cmd += ["--trainer.callbacks+=crabzoo.transfer.samples.SampleRecorder"]
                     cmd += [*regime.args, *config.args]
                     runs.append(Run(paradigm, regime.name, tasks, seed, directory, tuple(cmd)))
     return runs
@@ -257,8 +280,13 @@ def _execute_one(run: Run, status: str, threads: int | None = None) -> str:
     log = run.directory / "stdout.log"
     with open(log, "w") as fh:
         env = None if threads is None else {**os.environ, "OMP_NUM_THREADS": str(threads)}
-        proc = subprocess.run(cmd, stdout=fh, stderr=subprocess.STDOUT, env=env)
-    record = {"label": run.label, "command": shlex.join(run.command), "seconds": round(time.time() - start, 1), "returncode": proc.returncode}
+        proc = subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, env=env)
+        _, status, usage = os.wait4(proc.pid, 0)  # this child's own CPU time, whatever runs beside it
+        proc.returncode = os.waitstatus_to_exitcode(status)
+    record = {
+        "label": run.label, "command": shlex.join(run.command), "seconds": round(time.time() - start, 1),
+        "cpu_seconds": round(usage.ru_utime + usage.ru_stime, 1), "returncode": proc.returncode,
+    }
     if proc.returncode == 0:
         _write_json(run.directory / DONE, record)
         return "done"
