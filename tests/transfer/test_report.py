@@ -95,3 +95,40 @@ def test_scores_table_shows_chance_regimes_and_parse_rates():
     assert row["single_parsed"] == 0.5 and row["parsed"]["ilora"] == 1.0
     text = markdown(deltas, shares(deltas), [], rows)
     assert "| p | ks | accuracy | 0.167 | 0.3 | 0.6 | 50% / 100% |" in text
+
+
+def _finished_run(tmp_path, paradigm, regime, tasks, seed, step, seen, params, seconds, cpu):
+    from crabzoo.transfer.study import DONE, Run
+
+    scope = tasks[0] if len(tasks) == 1 else "all"
+    directory = tmp_path / paradigm / regime / scope / f"seed{seed}"
+    (directory / "version_0").mkdir(parents=True)
+    payload = {"global_step": step, "trainable_parameters": params, "seen": seen, "tasks": {}}
+    (directory / "version_0" / "samples.json").write_text(json.dumps(payload))
+    (directory / DONE).write_text(json.dumps({"seconds": seconds, "cpu_seconds": cpu}))
+    return Run(paradigm, regime, tuple(tasks), seed, directory, ("crabzoo", "fit"))
+
+
+def test_budget_rows_parameters_steps_and_samples_seen(tmp_path):
+    from crabzoo.transfer.report import _budgets_markdown, budget_rows, run_times
+
+    lora = {"llm": 2_000_000, "connector": 1_000_000, "total": 3_000_000}
+    runs = [
+        _finished_run(tmp_path, "p", "single", ["ks"], 0, 18, {"ks": 144}, lora, 60.0, 55.0),
+        _finished_run(tmp_path, "p", "single", ["ave"], 0, 12, {"ave": 96}, lora, 40.0, 38.0),
+        _finished_run(tmp_path, "p", "lora", ["ks", "ave"], 0, 30, {"ks": 144, "ave": 96}, lora, 90.0, 85.0),
+        _finished_run(tmp_path, "p", "lora", ["ks", "ave"], 1, 30, {"ks": 140, "ave": 100}, lora, 90.0, 87.0),
+    ]
+    rows = {r["regime"]: r for r in budget_rows(runs)}
+    # single-task: each task's count comes from its own run; the row's steps are per task
+    assert rows["single"]["seen"] == {"ave": 96.0, "ks": 144.0}
+    assert rows["single"]["steps"] == {"ks": 18.0, "ave": 12.0}
+    # multi-task: means over the two seeds
+    assert rows["lora"]["seen"] == {"ave": 98.0, "ks": 142.0}
+    assert rows["lora"]["steps"] == {"all": 30.0}
+    text = _budgets_markdown(list(rows.values()))
+    assert "| p | single | 2.00 M | 1.00 M | 3.00 M | 15 (each task) | 96 | 144 |" in text
+    assert "| p | lora | 2.00 M | 1.00 M | 3.00 M | 30 | 98 | 142 |" in text
+    times = run_times(runs)
+    assert times["seconds"] == 280.0 and times["cpu_seconds"] == 265.0
+    assert times["seconds_per_regime"] == {"lora": 180.0, "single": 100.0}

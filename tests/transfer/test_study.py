@@ -103,3 +103,26 @@ def test_parallel_jobs_run_together_and_report_each(tmp_path):
 def test_jobs_must_be_positive(tmp_path):
     with pytest.raises(CrabzooError, match="jobs must be at least 1"):
         StudyConfig.from_yaml(study_file(tmp_path, jobs=0))
+
+
+def test_regime_steps_override_the_epochs_budget(tmp_path):
+    regimes = {"single": {"multitask": False}, "lora": {}, "lora-steps": {"steps": 18}}
+    runs = build_runs(StudyConfig.from_yaml(study_file(tmp_path, regimes=regimes, epochs=3)))
+    equal_epochs = next(r.command for r in runs if r.label == "mod/lora/all/seed0")
+    equal_steps = next(r.command for r in runs if r.label == "mod/lora-steps/all/seed0")
+    assert equal_epochs[equal_epochs.index("--trainer.max_epochs") + 1] == "3"
+    assert equal_steps[equal_steps.index("--trainer.max_steps") + 1] == "18"
+    assert equal_steps[equal_steps.index("--trainer.val_check_interval") + 1] == "18"
+    assert equal_steps[equal_steps.index("--trainer.max_epochs") + 1] == "-1"
+    with pytest.raises(CrabzooError, match="steps must be a positive integer"):
+        StudyConfig.from_yaml(study_file(tmp_path, regimes={**regimes, "bad": {"steps": 0}}))
+
+
+def test_whole_seeds_come_first_and_runs_count_samples_seen(tmp_path):
+    runs = build_runs(StudyConfig.from_yaml(study_file(tmp_path)))
+    seeds = [r.seed for r in runs]
+    assert seeds == sorted(seeds)  # a study stopped early holds whole seeds
+    at = [i for i, r in enumerate(runs) if r.regime == "single"][:3]
+    assert at == list(range(at[0], at[0] + 3))  # one paradigm's single-task runs of a seed are neighbours...
+    assert [runs[i].tasks for i in at] == [("ks",), ("ave",), ("a2v",)]  # ...and encode different clips
+    assert "--trainer.callbacks+=crabzoo.monitor.TaskCounter" in runs[0].command
