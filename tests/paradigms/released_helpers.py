@@ -13,7 +13,9 @@ releases are.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import ClassVar
 
+import lightning as L
 import torch
 import yaml
 from torch import Tensor
@@ -124,9 +126,17 @@ def assert_ilora_equals(model, paths: dict[str, str], state: dict[str, Tensor]) 
     layers = release_layers(model, paths)
     assert layers and len(state) >= len(layers) * 3
     for key, layer in layers.items():
-        name = key
-        assert torch.equal(layer.lora_A.detach().float(), state[f"{key}.lora_A.weight"].float()), name
-        assert torch.equal(layer.lora_route.detach().float(), state[f"{key}.lora_route.weight"].float()), name
+        assert torch.equal(layer.lora_A.detach().float(), state[f"{key}.lora_A.weight"].float()), key
+        assert torch.equal(layer.lora_route.detach().float(), state[f"{key}.lora_route.weight"].float()), key
         for i in range(layer.n_heads):
-            assert torch.equal(layer.head(i).detach().float(), state[f"{key}.lora_B{i}.weight"].float()), (name, i)
+            assert torch.equal(layer.head(i).detach().float(), state[f"{key}.lora_B{i}.weight"].float()), (key, i)
     return len(layers)
+
+
+class KeepModel(L.Callback):
+    """Keeps the module a ``crabzoo test`` run tested (in :attr:`models`), so a test can read its weights."""
+
+    models: ClassVar[list[L.LightningModule]] = []
+
+    def on_test_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        KeepModel.models.append(pl_module)

@@ -23,15 +23,15 @@ BETA2 = 0.3
 """Weight of precision in the F-measure (beta squared), as in the AVSBench protocol."""
 
 
-def frame_scores(pred: Tensor, gt: Tensor) -> tuple[Tensor, Tensor]:
-    """Per-frame Jaccard and F-score of binary masks under Crab+'s rule.
+def frame_scores(pred: Tensor, gt: Tensor) -> dict[str, Tensor]:
+    """Per-frame Jaccard, precision, recall and F-score of binary masks under Crab+'s rule.
 
     Args:
         pred: ``[N, H, W]`` predicted masks (non-zero is foreground).
         gt: ``[N, H, W]`` ground-truth masks (non-zero is foreground).
 
     Returns:
-        ``(jaccard, fscore)``, each ``[N]`` float64.
+        ``jaccard``, ``precision``, ``recall`` and ``fscore``, each ``[N]`` float64.
     """
     if pred.ndim != 3 or pred.shape != gt.shape:
         raise CrabzooError(
@@ -50,12 +50,12 @@ def frame_scores(pred: Tensor, gt: Tensor) -> tuple[Tensor, Tensor]:
     fscore = torch.where(
         precision + recall == 0, torch.zeros_like(tp), (1 + BETA2) * precision * recall / denominator.clamp(min=1e-12)
     )
-    return jaccard, fscore
+    return {"jaccard": jaccard, "precision": precision, "recall": recall, "fscore": fscore}
 
 
 def mean_scores(pred: Tensor, gt: Tensor) -> tuple[float, float]:
     """Mean Jaccard and mean F-score over the frames of ``pred`` / ``gt`` (``[N, H, W]``; 0 for no frame)."""
     if pred.shape[0] == 0:
         return 0.0, 0.0
-    jaccard, fscore = frame_scores(pred, gt)
-    return float(jaccard.mean()), float(fscore.mean())
+    frames = frame_scores(pred, gt)
+    return float(frames["jaccard"].mean()), float(frames["fscore"].mean())

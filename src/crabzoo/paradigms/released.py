@@ -106,7 +106,12 @@ def read_released(path: str | Path) -> dict[str, Tensor]:
 
 
 def _layout_error(path: Path, expected: str, state: dict[str, Tensor]) -> CrabzooError:
-    return CrabzooError(f"released weights {path}: expected {expected}; its keys look like {sorted(state)[:3]}")
+    hint = ""
+    if any(k.startswith(tuple(CRAB_PROJECTORS.values())) for k in state):
+        hint = " (it is Crab's file: load it with recipes/released/crab.yaml)"
+    elif any(k.removeprefix(THINKER).startswith((CRAB_PREFIX + "audio_tower.", CRAB_PREFIX + "visual.")) for k in state):
+        hint = " (it is Crab+'s file: load it with recipes/released/crab_plus.yaml)"
+    return CrabzooError(f"released weights {path}: expected {expected}{hint}; its keys look like {sorted(state)[:2]}")
 
 
 def _adapter(model: Any, path: Path, what: str) -> Any:
