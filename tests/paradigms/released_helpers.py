@@ -5,9 +5,9 @@ The keys are built the way the original scripts name them (not through crabzoo's
 holds ``lora_A`` / ``lora_B<i>`` / ``lora_route`` as bias-free ``nn.Linear`` children. The wrapped model is
 LLaMA's ``*ForCausalLM`` for Crab (``model.layers.*``) and, for Crab+, the thinker of the Qwen2.5-Omni code
 the release was trained with: ``model.layers.*`` (text model), ``audio_tower.layers.*``, ``visual.blocks.*``
-(newer transformers nest these under ``model.``; the release does not). Crab's projectors are LAVIS ``BertLMHeadModel`` Q-Formers under ``model.vl_projector`` /
-``model.al_projector`` of the LLaMA model. Files are written with ``torch.save`` of the state dict, as the
-releases are.
+(newer transformers nest these under ``model.``; the release does not). Crab's projectors are LAVIS
+``BertLMHeadModel`` Q-Formers under ``model.vl_projector`` / ``model.al_projector`` of the LLaMA model. Files
+are written with ``torch.save`` of the state dict, as the releases are.
 """
 
 from __future__ import annotations

@@ -119,9 +119,11 @@ def test_missing_or_unreadable_file_names_it(omni, tmp_path):
 def test_wrong_layout_names_the_file_and_what_was_expected(omni, modular, tmp_path):
     from crabzoo.paradigms.released import load_released
 
-    with pytest.raises(CrabzooError, match="expected Crab\\+'s finetune_weights.bin .*it is Crab's file: load it with recipes/released/crab.yaml"):
+    crab_file = "expected Crab\\+'s finetune_weights.bin .*it is Crab's file: load it with recipes/released/crab.yaml"
+    with pytest.raises(CrabzooError, match=crab_file):
         load_released(omni[0], modular[2])  # Crab's file into the thinker
-    with pytest.raises(CrabzooError, match="expected Crab's stage-2 finetune_weights.bin .*recipes/released/crab_plus.yaml"):
+    plus_file = "expected Crab's stage-2 finetune_weights.bin .*it is Crab\\+'s file: .*recipes/released/crab_plus.yaml"
+    with pytest.raises(CrabzooError, match=plus_file):
         load_released(modular[0], omni[2])  # Crab+'s file into the modular model
     seg = tmp_path / "avs_finetune_weights.bin"
     torch.save({f"{PEFT}model.seg_module.text_hidden_fcs.0.0.weight": torch.zeros(2, 2),
@@ -181,3 +183,11 @@ def test_crabzoo_test_runs_the_crab_recipe(modular, data_root, tmp_path, capsys)
     assert set(payload["results"]) == {"ave"} and payload["protocols"] == {}
     assert payload["results"]["ave"]["n_total"] == expected_counts(data_root, ("ave",))["ave"]
     assert "| ave | temporal |" in capsys.readouterr().out
+
+
+def test_unknown_mask_protocol_is_one_clear_error(data_root, tmp_path):
+    from crabzoo.inference.loading import model_from_configs
+
+    override = tiny_override(tmp_path, TINY_OMNI, data_root / "AVUIE_2", {"released": None, "mask_protocol": "sam"})
+    with pytest.raises(CrabzooError, match="mask_protocol 'sam' is unknown: choose avsbench or crab_plus"):
+        model_from_configs([CRAB_PLUS, override])

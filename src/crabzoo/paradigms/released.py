@@ -54,6 +54,9 @@ CRAB_PROJECTORS = {"visual": CRAB_PREFIX + "model.vl_projector.", "audio": CRAB_
 
 CRAB_SEG_PREFIX = CRAB_PREFIX + "model.seg_module."
 
+CRAB_PLUS_TOWERS = (CRAB_PREFIX + "audio_tower.", CRAB_PREFIX + "visual.")
+"""Key prefixes only Crab+'s file has (the thinker's audio and vision towers)."""
+
 THINKER = "thinker."
 
 
@@ -109,7 +112,7 @@ def _layout_error(path: Path, expected: str, state: dict[str, Tensor]) -> Crabzo
     hint = ""
     if any(k.startswith(tuple(CRAB_PROJECTORS.values())) for k in state):
         hint = " (it is Crab's file: load it with recipes/released/crab.yaml)"
-    elif any(k.removeprefix(THINKER).startswith((CRAB_PREFIX + "audio_tower.", CRAB_PREFIX + "visual.")) for k in state):
+    elif any(k.removeprefix(THINKER).startswith(tuple(CRAB_PLUS_TOWERS)) for k in state):
         hint = " (it is Crab+'s file: load it with recipes/released/crab_plus.yaml)"
     return CrabzooError(f"released weights {path}: expected {expected}{hint}; its keys look like {sorted(state)[:2]}")
 
