@@ -162,6 +162,7 @@ def run_test_command(recipe: Path, override: Path, weights: Path, data_root: Pat
     return json.loads(results.read_text())
 
 
+@pytest.mark.slow  # 3-6 s on the shared 2-core machine (the tiny thinker generates for ks and s4)
 def test_crabzoo_test_runs_the_crab_plus_recipe(omni, data_root, tmp_path, capsys):
     _, override, path, state = omni
     payload = run_test_command(CRAB_PLUS, override, path, data_root, '["ks", "s4"]', tmp_path / "run")
