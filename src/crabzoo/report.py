@@ -3,7 +3,8 @@
 The table lists, per task, its group, every metric with the chance level where the task defines one, and
 ``n_parsed / n_total`` (unparsable generations and samples with unreadable media count as wrong). It is printed
 and written atomically as ``results.json`` and ``results.md`` into the run directory, with the counts of samples
-skipped for unreadable media.
+skipped for unreadable media. Tasks scored under a chosen protocol (segmentation masks: ``avsbench`` or
+``crab_plus``) are named under ``protocols`` in ``results.json`` and below the table.
 """
 
 from __future__ import annotations
@@ -74,6 +75,14 @@ def markdown_table(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def protocols_markdown(protocols: dict[str, str]) -> str:
+    """The line naming each task's scoring protocol ("" when no task has one)."""
+    if not protocols:
+        return ""
+    named = ", ".join(f"{task}: {name}" for task, name in sorted(protocols.items()))
+    return f"\nMask protocol: {named}.\n"
+
+
 def skipped_markdown(skipped: dict[str, Any]) -> str:
     """The Markdown section of the samples skipped for unreadable media ("" when none)."""
     if not skipped.get("total"):
@@ -116,8 +125,10 @@ class ReportCallback(L.Callback):
             return
         rows = build_rows(results, getattr(module, "chance", None))
         run_dir = Path(trainer.log_dir or trainer.default_root_dir)
-        table = markdown_table(rows)
-        payload = {"stage": stage, "global_step": trainer.global_step, "results": results, "rows": rows, "skipped": skipped}
+        protocols = {t: p for t, p in (getattr(module, "protocols", None) or {}).items() if t in results}
+        table = markdown_table(rows) + protocols_markdown(protocols)
+        payload = {"stage": stage, "global_step": trainer.global_step, "results": results, "rows": rows,
+                   "protocols": protocols, "skipped": skipped}
         atomic_write_text(run_dir / f"{self.filename}.json", json.dumps(payload, indent=2))
         atomic_write_text(
             run_dir / f"{self.filename}.md",

@@ -113,3 +113,31 @@ def test_dispatcher_routes_evaluate(tmp_path: Path, capsys: pytest.CaptureFixtur
     preds = write_jsonl(tmp_path / "p.jsonl", [{"predict": "<answer>playing drums</answer>"}] * 4)
     cli_main(["evaluate", "--task", "ks", "--predictions", str(preds), "--annotations", str(ann)])
     assert "ks: 4/4 parsed" in capsys.readouterr().out
+
+
+def test_segmentation_mask_protocols(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Frame 0: the predicted box equals the 40 x 40 truth; frame 1: the same box on an empty truth.
+
+    crab_plus (per frame): J = (1 + 0) / 2, F = (1 + 0) / 2. avsbench (one video): IoU = (1 + share of background
+    predicted on frame 1) / 2 with that share 1 - 1600 / 224^2; F = 1 (frame 1, with empty truth, is skipped).
+    """
+    records = [{**TEST["s4"], "visual_path": f"AVS/v1s/clip1/frames/{k}.jpg", "frame_idx": k} for k in range(2)]
+    ann = write_split(tmp_path / "s4", records)
+    for k in range(2):
+        mask = np.zeros((224, 224), dtype=np.uint8)
+        if k == 0:
+            mask[10:50, 20:60] = 1
+        write_png(tmp_path / f"s4/AVS/v1s/clip1/labels_rgb/{k}.png", mask)
+    lines = [{"image_path": str(tmp_path / f"s4/AVS/v1s/clip1/frames/{k}.jpg"), "a_obj": "baby", "idx": 0, "tot": 5,
+              "predict": "The object making the sound is baby. Its bounding box is [20,10,59,49] and three points on "
+                         "it are [30,20], [40,30], [50,40]."} for k in (0, 1)]
+    predictions = write_jsonl(tmp_path / "p.jsonl", lines)
+    plus = evaluate("s4", predictions, ann, mask_protocol="crab_plus")
+    assert plus["mask_protocol"] == "crab_plus"
+    assert plus["metrics"]["miou"] == pytest.approx(0.5) and plus["metrics"]["fscore"] == pytest.approx(0.5)
+    bench = evaluate("s4", predictions, ann)
+    assert bench["mask_protocol"] == "avsbench"
+    assert bench["metrics"]["miou"] == pytest.approx((1 + 1 - 1600 / 224**2) / 2, abs=1e-6)
+    assert bench["metrics"]["fscore"] == pytest.approx(1.0, abs=1e-6)
+    main(["--task", "s4", "--predictions", str(predictions), "--annotations", str(ann), "--mask-protocol", "crab_plus"])
+    assert "mask protocol crab_plus" in capsys.readouterr().out

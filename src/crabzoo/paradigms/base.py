@@ -94,6 +94,11 @@ class AVLLM(L.LightningModule):
         save_frozen: Keep frozen parameters in checkpoints. ``False`` (for pretrained components, which rebuild
             from their own files) writes only what trains (adapters, connectors, ...): a SmolLM2 checkpoint
             shrinks from 540 MB to the adapter's size. Loading puts the rebuilt frozen values back.
+        released: A released weight file of the original authors loaded at setup (Crab's stage-2
+            ``finetune_weights.bin``: both Q-Former projectors and the LLM's I-LoRA), see
+            :mod:`crabzoo.paradigms.released`.
+        mask_protocol: How segmentation masks are scored: ``avsbench`` (the AVSBench reference, per video) or
+            ``crab_plus`` (Crab+'s rule, per frame); see :mod:`crabzoo.tasks.seg_metric`.
 
     Frozen encoders (not in ``train_groups`` and without trainable adapter weights) stay in eval mode while the
     model trains: they are fixed feature extractors, so dropout and layer drop stay off.
@@ -122,10 +127,15 @@ class AVLLM(L.LightningModule):
         init_checkpoint: str | None = None,
         feature_cache: str | None = None,
         save_frozen: bool = True,
+        released: str | None = None,
+        mask_protocol: str = "avsbench",
     ) -> None:
         super().__init__()
         save_config(self)
+        from crabzoo.tasks.seg_metric import check_protocol
+
         self.save_frozen = save_frozen
+        self.mask_protocol = check_protocol(mask_protocol)
         unknown = sorted(set(train_groups) - set(MODULE_GROUPS))
         if unknown:
             raise CrabzooError(f"train_groups: unknown group(s) {unknown}; choose from {list(MODULE_GROUPS)}")
@@ -149,6 +159,8 @@ class AVLLM(L.LightningModule):
         self.val_metrics = nn.ModuleDict()
         self.results: dict[str, dict[str, float]] = {}
         self.chance: dict[str, dict[str, float]] = {}
+        self.protocols: dict[str, str] = {}
+        """Task -> name of the scoring protocol, for tasks that have a choice (segmentation masks)."""
         self._truths: dict[str, list[dict[str, Any]]] = defaultdict(list)
         self.feature_cache = None
         if feature_cache is not None:
@@ -158,6 +170,10 @@ class AVLLM(L.LightningModule):
         self._freeze()
         if adapter is not None:
             adapter.apply(self.module_groups(), self.default_adapter_targets())
+        if released is not None:
+            from crabzoo.paradigms.released import load_released
+
+            load_released(self, released)
         if init_checkpoint is not None:
             self.load_stage(init_checkpoint)
 
@@ -315,11 +331,9 @@ class AVLLM(L.LightningModule):
         names = list(getattr(dm, "task_names", []) or [])
         if not self.task_names:
             self.task_names = names
-        from crabzoo.tasks import get_task
-
         for name in names:
             if name not in self.val_metrics:
-                self.val_metrics[name] = get_task(name).make_metric()
+                self.val_metrics[name] = self.make_metric(name)
 
     # ------------------------------------------------------------------ forward
     def encode_raw(self, batch: dict[str, Any]) -> dict[str, MediaFeatures]:
@@ -486,6 +500,16 @@ class AVLLM(L.LightningModule):
         if batch.get("n_skipped"):
             self.log("data/skipped_media", float(batch["n_skipped"]), reduce_fx="sum", on_step=False, on_epoch=True, batch_size=1)
 
+    def make_metric(self, task: str) -> Any:
+        """The metric of ``task``; segmentation tasks score their masks with :attr:`mask_protocol`."""
+        from crabzoo.tasks import get_task
+        from crabzoo.tasks.segmentation import AVSBenchTask, RefAVSTask
+
+        spec = get_task(task)
+        if isinstance(spec, (AVSBenchTask, RefAVSTask)):
+            return spec.make_metric(protocol=self.mask_protocol)
+        return spec.make_metric()
+
     def _score_skipped(self, batch: dict[str, Any]) -> None:
         """Score every skipped sample of an eval batch as an unparsed (wrong) prediction of its task."""
         from crabzoo.data.skips import skipped_predictions
@@ -493,7 +517,7 @@ class AVLLM(L.LightningModule):
 
         for task, (preds, truths) in skipped_predictions(batch).items():
             if task not in self.val_metrics:
-                self.val_metrics[task] = get_task(task).make_metric().to(self.device)
+                self.val_metrics[task] = self.make_metric(task).to(self.device)
             self.val_metrics[task].update(preds, truths)
             self._truths[task].extend(truths)
 
@@ -537,7 +561,7 @@ class AVLLM(L.LightningModule):
             truths.append(truth)
         for task, (preds, truths) in by_task.items():
             if task not in self.val_metrics:
-                self.val_metrics[task] = get_task(task).make_metric().to(self.device)
+                self.val_metrics[task] = self.make_metric(task).to(self.device)
             self.val_metrics[task].update(preds, truths)
             self._truths[task].extend(truths)
 
@@ -574,6 +598,8 @@ class AVLLM(L.LightningModule):
         for task, metric in self.val_metrics.items():
             if not getattr(metric, "update_called", True):
                 continue
+            if getattr(metric, "protocol", None) is not None:
+                self.protocols[task] = str(metric.protocol)
             values = metric.compute()
             results[task] = {k: float(v) for k, v in values.items()}
             for key, value in results[task].items():

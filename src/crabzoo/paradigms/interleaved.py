@@ -43,6 +43,7 @@ class InterleavedAVLLM(AVLLM):
         task_names: Task order for task-routed adapters.
         feature_cache: Directory of the frozen encoders' feature cache (see :class:`~crabzoo.paradigms.base.AVLLM`).
         save_frozen: Keep frozen parameters in checkpoints (see :class:`~crabzoo.paradigms.base.AVLLM`).
+        mask_protocol: ``avsbench`` or ``crab_plus`` mask scores (see :class:`~crabzoo.paradigms.base.AVLLM`).
     """
 
     stream_connectors = False
@@ -65,6 +66,7 @@ class InterleavedAVLLM(AVLLM):
         task_names: Sequence[str] | None = None,
         feature_cache: str | None = None,
         save_frozen: bool = True,
+        mask_protocol: str = "avsbench",
     ) -> None:
         if audio_encoder is None or visual_encoder is None:
             raise CrabzooError("the interleaved paradigm needs both model.init_args.audio_encoder and visual_encoder")
@@ -85,6 +87,7 @@ class InterleavedAVLLM(AVLLM):
             task_names=task_names,
             feature_cache=feature_cache,
             save_frozen=save_frozen,
+            mask_protocol=mask_protocol,
         )
 
     def _build_extra(self, width: int) -> None:

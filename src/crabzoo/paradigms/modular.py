@@ -191,6 +191,7 @@ class SegmentationAVLLM(AVLLM):
         task_names: Task order for task-routed adapters.
         feature_cache: Directory of the frozen encoders' feature cache (see :class:`~crabzoo.paradigms.base.AVLLM`).
         save_frozen: Keep frozen parameters in checkpoints (see :class:`~crabzoo.paradigms.base.AVLLM`).
+        mask_protocol: ``avsbench`` or ``crab_plus`` mask scores (see :class:`~crabzoo.paradigms.base.AVLLM`).
     """
 
     def __init__(
@@ -220,6 +221,7 @@ class SegmentationAVLLM(AVLLM):
         task_names: Sequence[str] | None = None,
         feature_cache: str | None = None,
         save_frozen: bool = True,
+        mask_protocol: str = "avsbench",
     ) -> None:
         if visual_encoder is None:
             raise CrabzooError("SegmentationAVLLM needs model.init_args.visual_encoder (its extra layers feed the mask decoder)")
@@ -253,6 +255,7 @@ class SegmentationAVLLM(AVLLM):
             task_names=task_names,
             feature_cache=feature_cache,
             save_frozen=save_frozen,
+            mask_protocol=mask_protocol,
         )
         self.mask_token_ids = self._mask_token_ids()
         if train_embeddings:
@@ -501,6 +504,6 @@ class SegmentationAVLLM(AVLLM):
                 decoded = sum(isinstance(p, dict) and "mask" in p for p in task_preds) / len(task_preds)
                 self.log(f"{prefix}/{task}/mask_decoded", float(decoded), batch_size=len(task_preds), sync_dist=True)
             if task not in self.val_metrics:
-                self.val_metrics[task] = get_task(task).make_metric().to(self.device)
+                self.val_metrics[task] = self.make_metric(task).to(self.device)
             self.val_metrics[task].update(task_preds, truths)
             self._truths[task].extend(truths)

@@ -213,6 +213,9 @@ class OmniAVLLM(AVLLM):
         frame_size: Side of the square frames and images handed to the vision processor (Crab+: 224).
         save_frozen: Keep frozen parameters in checkpoints; ``False`` writes the adapter only (the thinker
             rebuilds from its own files), see :class:`~crabzoo.paradigms.base.AVLLM`.
+        released: Crab+'s released ``finetune_weights.bin`` (its I-LoRA over the thinker), loaded at setup into
+            ``adapter`` (see :mod:`crabzoo.paradigms.released`).
+        mask_protocol: ``avsbench`` or ``crab_plus`` mask scores (see :class:`~crabzoo.paradigms.base.AVLLM`).
     """
 
     stream_connectors = False
@@ -232,6 +235,8 @@ class OmniAVLLM(AVLLM):
         task_names: Sequence[str] | None = None,
         frame_size: int | None = 224,
         save_frozen: bool = True,
+        released: str | None = None,
+        mask_protocol: str = "avsbench",
     ) -> None:
         if not all(hasattr(backbone, name) for name in ("prepare", "forward_multimodal", "generate_multimodal")):
             raise CrabzooError(
@@ -241,8 +246,8 @@ class OmniAVLLM(AVLLM):
         super().__init__(
             backbone, adapter=adapter, train_groups=train_groups, optimizer=optimizer, scheduler=scheduler,
             system_prompt=system_prompt, max_new_tokens=max_new_tokens, task_max_new_tokens=task_max_new_tokens,
-            max_target_tokens=max_target_tokens,
-            generate_val=generate_val, task_names=task_names, save_frozen=save_frozen,
+            max_target_tokens=max_target_tokens, generate_val=generate_val, task_names=task_names,
+            save_frozen=save_frozen, released=released, mask_protocol=mask_protocol,
         )
         self.frame_size = frame_size
 

@@ -167,8 +167,9 @@ def score(task: Task, samples: list[Sample], texts: list[Any], metric: Any = Non
 
 def table(task: str, result: dict[str, Any]) -> str:
     """A plain-text table of the result."""
-    rows = [f"{task}: {result['n_parsed']}/{result['n_total']} parsed (matched by {result.get('matched_by', '-')})",
-            f"{'metric':<20} {'value':>10} {'chance':>10}  better"]
+    protocol = f", mask protocol {result['mask_protocol']}" if result.get("mask_protocol") else ""
+    rows = [f"{task}: {result['n_parsed']}/{result['n_total']} parsed (matched by {result.get('matched_by', '-')}"
+            f"{protocol})", f"{'metric':<20} {'value':>10} {'chance':>10}  better"]
     for key, value in result["metrics"].items():
         chance = result["chance"].get(key)
         better = "higher" if result["higher_is_better"].get(key, True) else "lower"
@@ -204,10 +205,12 @@ def make_prompter(name: str, config: str | None, checkpoint: str | None) -> Any:
 
 
 def evaluate(task_name: str, predictions: Path, annotations: Path, split: str | None = None,
-             prompter: Any = None, meteor: bool = False) -> dict[str, Any]:
+             prompter: Any = None, meteor: bool = False, mask_protocol: str = "avsbench") -> dict[str, Any]:
     """Score ``predictions`` against ``annotations``; the result dict that ``--out`` writes.
 
-    ``meteor=True`` adds METEOR to a captioning task's scores (Java and ``crabzoo[meteor]`` needed).
+    ``meteor=True`` adds METEOR to a captioning task's scores (Java and ``crabzoo[meteor]`` needed);
+    ``mask_protocol`` (``avsbench`` or ``crab_plus``) chooses how s4 / ms3 / ref_avs masks are scored and is
+    named in the result.
     """
     task = get_task(task_name)
     if meteor and task.group != "captioning":
@@ -220,11 +223,13 @@ def evaluate(task_name: str, predictions: Path, annotations: Path, split: str | 
     samples = read_annotations(task, annotations, split)
     lines = read_predictions(predictions, task.name)
     texts, rule = match(task.name, samples, lines)
-    if prompter is not None and task.name in ("s4", "ms3", "ref_avs"):
-        metric = task.make_metric(prompter=prompter)
+    protocol = {}
+    if task.name in ("s4", "ms3", "ref_avs"):
+        metric = task.make_metric(prompter=prompter, protocol=mask_protocol)
+        protocol = {"mask_protocol": mask_protocol}
     result = score(task, samples, texts, metric)
     return {"task": task.name, "predictions": str(predictions), "annotations": str(annotations),
-            "matched_by": rule, **result}
+            "matched_by": rule, **protocol, **result}
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -242,11 +247,14 @@ def main(argv: list[str] | None = None) -> None:
                         help="segmentation prompt stage (s4, ms3, ref_avs)")
     parser.add_argument("--sam2-config", help="SAM2 model config (with --prompter sam2)")
     parser.add_argument("--sam2-checkpoint", help="SAM2 checkpoint file (with --prompter sam2)")
+    parser.add_argument("--mask-protocol", choices=("avsbench", "crab_plus"), default="avsbench",
+                        help="how s4 / ms3 / ref_avs masks are scored: the AVSBench reference or Crab+'s own rule")
     parser.add_argument("--meteor", action="store_true",
                         help='also score METEOR 1.5 (avcap; needs Java and pip install "crabzoo[meteor]")')
     args = parser.parse_args(argv)
     prompter = make_prompter(args.prompter, args.sam2_config, args.sam2_checkpoint) if args.prompter == "sam2" else None
-    result = evaluate(args.task, args.predictions, args.annotations, args.split, prompter, meteor=args.meteor)
+    result = evaluate(args.task, args.predictions, args.annotations, args.split, prompter, meteor=args.meteor,
+                      mask_protocol=args.mask_protocol)
     print(table(result["task"], result))
     if args.out is not None:
         write_json(args.out, result)

@@ -1,7 +1,14 @@
-"""Segmentation metric glue: parsed predictions -> masks -> AVSBench mIoU / F-score (and Ref-AVS null S).
+"""Segmentation metric glue: parsed predictions -> masks -> mIoU / F-score (and Ref-AVS null S).
 
-Frames are grouped into videos (the reference scores each video's frames together: mIoU is the mean over
-frames, the F-score the max of the video's frame-averaged precision/recall curve), then averaged over videos.
+Two mask protocols, chosen with ``protocol`` (``model.init_args.mask_protocol`` in YAML):
+
+* ``avsbench`` (default): frames are grouped into videos (the reference scores each video's frames together:
+  mIoU is the mean over frames, the F-score the max of the video's frame-averaged precision/recall curve),
+  then averaged over videos (:mod:`crabzoo.metrics.avsbench`).
+* ``crab_plus``: Crab+'s own rule on binary masks, averaged over frames (:mod:`crabzoo.metrics.crab_plus_masks`):
+  Jaccard 1 on an empty union, P = 1 with no predicted pixel, R = 1 with no ground-truth pixel.
+
+The Ref-AVS null split is scored with S in both.
 An unparsable frame is scored with the mask that is wrong on every pixel (the complement of the ground
 truth), so it contributes 0 to both IoU and F; on the Ref-AVS null split it scores S = 1, the worst value.
 Masks are kept bit-packed (224 x 224 -> 6.3 kB per frame) in process-synced ``cat`` states.
@@ -17,11 +24,24 @@ import torch
 from torch import Tensor
 
 from crabzoo.metrics import AVSBenchMetric, RefAVSNullMetric
+from crabzoo.errors import CrabzooError
 from crabzoo.metrics.base import BenchmarkMetric, as_float, check_lengths, is_unparsed
 from crabzoo.tasks.masks import SIZE, default_prompter, prediction_mask, read_mask
 
 NULL_SPLIT = "test_n"
 SPLIT_NAMES = {"test_s": "seen", "test_u": "unseen"}
+
+MASK_PROTOCOLS = ("avsbench", "crab_plus")
+"""Names of the mask protocols (see the module docstring)."""
+
+
+def check_protocol(protocol: str) -> str:
+    """``protocol`` if it names a mask protocol, else a :class:`CrabzooError` listing them."""
+    if protocol not in MASK_PROTOCOLS:
+        raise CrabzooError(
+            f"mask_protocol {protocol!r} is unknown: choose {' or '.join(MASK_PROTOCOLS)} (model.init_args.mask_protocol)"
+        )
+    return protocol
 
 
 class SegmentationMetric(BenchmarkMetric):
@@ -33,6 +53,7 @@ class SegmentationMetric(BenchmarkMetric):
 
     Args:
         prompter: Prompt stage turning box + points into a mask (default: box filling).
+        protocol: ``avsbench`` or ``crab_plus`` (see the module docstring).
     """
 
     primary = "miou"
@@ -43,8 +64,9 @@ class SegmentationMetric(BenchmarkMetric):
 
     ref: ClassVar[bool] = False
 
-    def __init__(self, prompter: Any = None, **kwargs: Any) -> None:
+    def __init__(self, prompter: Any = None, protocol: str = "avsbench", **kwargs: Any) -> None:
         super().__init__(**kwargs)
+        self.protocol = check_protocol(protocol)
         self.prompter = prompter if prompter is not None else default_prompter()
         self.add_state("pred_bits", default=[], dist_reduce_fx="cat")
         self.add_state("gt_bits", default=[], dist_reduce_fx="cat")
@@ -89,8 +111,12 @@ class SegmentationMetric(BenchmarkMetric):
         bits = np.unpackbits(state.cpu().numpy().reshape(-1, (width + 7) // 8), axis=1)[:, :width]
         return torch.from_numpy(bits.reshape(-1, *SIZE).astype(np.float32))
 
-    @staticmethod
-    def _scores(groups: dict[str, list[int]], preds: Tensor, gts: Tensor) -> tuple[float, float]:
+    def _scores(self, groups: dict[str, list[int]], preds: Tensor, gts: Tensor) -> tuple[float, float]:
+        if self.protocol == "crab_plus":
+            from crabzoo.metrics.crab_plus_masks import mean_scores
+
+            rows = [i for group in groups.values() for i in group]
+            return mean_scores(preds[rows], gts[rows])
         metric = AVSBenchMetric(from_logits=False)
         for rows in groups.values():
             metric.update([preds[rows]], [gts[rows]])

@@ -36,11 +36,16 @@ class _Segmentation(ImageTask):
     reference: ClassVar[str] = "OpenNLPLab/AVSBench utility.py mask_iou / Eval_Fmeasure (beta^2 = 0.3)"
     chance_text: ClassVar[str] = "the full-frame mask (mIoU = mean foreground share of the ground truth)"
 
-    def make_metric(self, prompter: Any = None) -> Any:
-        """mIoU / F-score through the prompt stage (``BoxFillPrompter`` unless ``prompter`` is given)."""
+    def make_metric(self, prompter: Any = None, protocol: str = "avsbench") -> Any:
+        """mIoU / F-score through the prompt stage (``BoxFillPrompter`` unless ``prompter`` is given).
+
+        Args:
+            prompter: Prompt stage turning box + points into a mask.
+            protocol: Mask protocol, ``avsbench`` or ``crab_plus`` (see :mod:`crabzoo.tasks.seg_metric`).
+        """
         from crabzoo.tasks.seg_metric import RefAVSMetric, SegmentationMetric
 
-        return (RefAVSMetric if self.name == "ref_avs" else SegmentationMetric)(prompter=prompter)
+        return (RefAVSMetric if self.name == "ref_avs" else SegmentationMetric)(prompter=prompter, protocol=protocol)
 
     def label_set(self, truths: Sequence[dict[str, Any]]) -> list[str]:
         """Categories (object names for ref_avs), most frequent first."""
