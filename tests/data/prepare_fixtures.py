@@ -325,6 +325,7 @@ def fit_args(root: Path, tasks: list[str], run_dir: Path) -> list[str]:
         "--data.init_args.num_workers", "0", "--data.init_args.batch_size", "2",
         "--model.init_args.backbone.init_args.tokenizer_corpus", str(root / "AVUIE_2"),
         "--model.init_args.max_new_tokens", "4", "--trainer.max_steps", "2", "--trainer.max_epochs", "-1",
+        "--trainer.limit_train_batches", "2",
         "--trainer.check_val_every_n_epoch", "1", "--trainer.enable_progress_bar", "false",
         "--trainer.enable_checkpointing", "false", "--trainer.callbacks", "[]", "--trainer.logger", "false",
         "--trainer.default_root_dir", str(run_dir),

@@ -57,7 +57,7 @@ def _parser() -> argparse.ArgumentParser:
                       "dfew, avqa, avqa_thu, ave, unav, avvp, s4, ms3, ref_avs, arig, avcap)")
     prep.add_argument("--src", required=True, type=Path, help="the raw source dataset in its official layout")
     prep.add_argument("--annotations", required=True, type=Path,
-                      help="the extracted release: AVUIE_2/ (or its parent) holding <task>/train.json and test.json")
+                      help="the release: AVUIE_2.zip, or its extracted AVUIE_2/ folder (or the folder holding it)")
     prep.add_argument("--out", required=True, type=Path, help="output folder (AVUIE_2/<task>/ is written inside)")
     prep.add_argument("--workers", type=int, default=1, help="worker processes (default 1)")
     prep.add_argument("--copy", action="store_true", help="copy files instead of hard-linking them")

@@ -13,6 +13,7 @@ import json
 import multiprocessing
 import sys
 import time
+import zipfile
 from collections.abc import Iterable, Iterator
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
@@ -22,7 +23,6 @@ from typing import Any
 from crabzoo.data.prepare.base import MediaJob, Preparer
 from crabzoo.data.prepare.manifest import MANIFEST, REPORT, FileEntry, manifest_text, read_manifest, sha256
 from crabzoo.errors import CrabzooError
-from crabzoo.report import atomic_write_text
 
 SPLITS = ("train", "test")
 
@@ -79,30 +79,41 @@ class PrepareResult:
     seconds: float = 0.0
 
 
-def annotation_dir(annotations: Path, task: str) -> Path:
-    """The release folder of ``task``: ``annotations/<task>`` or ``annotations/AVUIE_2/<task>``.
+def read_annotations(annotations: Path, task: str) -> tuple[str, dict[str, str]]:
+    """The release's annotation texts of ``task`` by split, and where they were read.
+
+    ``annotations`` is the release zip (``AVUIE_2.zip``), its extracted ``AVUIE_2`` folder, or a folder holding
+    that one. Train-only tasks have no ``test.json``.
 
     Raises:
-        CrabzooError: no ``train.json`` for ``task`` there.
+        CrabzooError: no ``<task>/train.json`` there.
     """
+    hint = ("point --annotations at the AV-UIE v2 release (AVUIE_2.zip, its extracted AVUIE_2 folder, or the "
+            "folder holding it)")
+    if annotations.is_file() and annotations.suffix == ".zip":
+        with zipfile.ZipFile(annotations) as archive:
+            names = {Path(n).as_posix(): n for n in archive.namelist()}
+            for prefix in (f"AVUIE_2/{task}", task):
+                if f"{prefix}/train.json" in names:
+                    return f"{annotations}:{prefix}", {
+                        split: archive.read(names[f"{prefix}/{split}.json"]).decode("utf-8")
+                        for split in SPLITS if f"{prefix}/{split}.json" in names}
+        raise CrabzooError(f"--annotations {annotations} holds no {task}/train.json; {hint}")
     for base in (annotations / "AVUIE_2" / task, annotations / task):
         if (base / "train.json").is_file():
-            return base
-    raise CrabzooError(
-        f"--annotations {annotations} has no {task}/train.json; point it at the extracted AV-UIE v2 release "
-        "(the AVUIE_2 folder of AVUIE_2.zip, or the folder holding it)"
-    )
+            return str(base), {split: (base / f"{split}.json").read_text(encoding="utf-8")
+                               for split in SPLITS if (base / f"{split}.json").is_file()}
+    raise CrabzooError(f"--annotations {annotations} has no {task}/train.json; {hint}")
 
 
-def _read_records(path: Path) -> tuple[str, list[dict[str, Any]]]:
-    text = path.read_text(encoding="utf-8")
+def _parse_records(where: str, text: str) -> list[dict[str, Any]]:
     try:
         records = json.loads(text)
     except json.JSONDecodeError as err:
-        raise CrabzooError(f"annotation file {path} is not valid JSON ({err}); extract it again from the release") from None
+        raise CrabzooError(f"annotation file {where} is not valid JSON ({err}); extract it again from the release") from None
     if not isinstance(records, list) or not all(isinstance(r, dict) for r in records):
-        raise CrabzooError(f"annotation file {path} must hold a JSON array of records (objects)")
-    return text, records
+        raise CrabzooError(f"annotation file {where} must hold a JSON array of records (objects)")
+    return records
 
 
 def produce(job: MediaJob, task_dir: Path, copy: bool) -> tuple[str, FileEntry | None, str | None]:
@@ -116,12 +127,14 @@ def produce(job: MediaJob, task_dir: Path, copy: bool) -> tuple[str, FileEntry |
     dest = task_dir / job.dest
     try:
         if job.op == "link":
+            duration = ops.probe(job.source)  # a raw file that does not decode is not linked
             ops.link(job.source, dest, copy=copy)
-        elif job.op == "audio":
-            ops.extract_audio(job.source, dest, job.start, job.end)
         else:
-            ops.transcode_video(job.source, dest, job.start, job.end)
-        duration = ops.probe(dest)
+            if job.op == "audio":
+                ops.extract_audio(job.source, dest, job.start, job.end)
+            else:
+                ops.transcode_video(job.source, dest, job.start, job.end)
+            duration = ops.probe(dest)
     except MediaError as err:
         dest.unlink(missing_ok=True)
         return job.dest, None, f"{err.path}: {err.reason}"
@@ -175,7 +188,7 @@ def prepare(
         preparer: The task's :class:`~crabzoo.data.prepare.base.Preparer` (from
             :func:`~crabzoo.data.prepare.registry.get_preparer`).
         src: The raw source dataset, in its official layout.
-        annotations: The extracted release (``AVUIE_2/`` or the folder holding it).
+        annotations: The release: ``AVUIE_2.zip``, its extracted ``AVUIE_2/`` or the folder holding it.
         out: Output folder; ``AVUIE_2/<task>/`` is written inside.
         workers: Worker processes.
         progress: Show a progress bar on stderr.
@@ -190,18 +203,16 @@ def prepare(
         CrabzooError: a ``--src`` without the dataset's layout, missing or malformed annotation files, or a bad
             ``workers`` value.
     """
+    from crabzoo.report import atomic_write_text  # here, so that worker processes do not import Lightning
+
     start = time.perf_counter()
     if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
         raise CrabzooError(f"--workers must be a positive integer, got {workers!r}")
     src, annotations, out = Path(src).expanduser(), Path(annotations).expanduser(), Path(out).expanduser()
     task = preparer.task
-    ann = annotation_dir(annotations, task)
+    ann, texts = read_annotations(annotations, task)
     preparer.check_layout(src)
-    texts: dict[str, str] = {}
-    records: dict[str, list[dict[str, Any]]] = {}
-    for split in SPLITS:
-        if (ann / f"{split}.json").is_file():
-            texts[split], records[split] = _read_records(ann / f"{split}.json")
+    records = {split: _parse_records(f"{ann}/{split}.json", text) for split, text in texts.items()}
     preparer.scan(src)
     task_dir = out / "AVUIE_2" / task
     task_dir.mkdir(parents=True, exist_ok=True)
@@ -243,7 +254,7 @@ def prepare(
             atomic_write_text(task_dir / f"{split}.json", json.dumps(kept, indent=1, ensure_ascii=False) + "\n")
         else:
             atomic_write_text(task_dir / f"{split}.json", texts[split])
-    meta = {"dataset": preparer.dataset, "src": str(src), "annotations": str(ann)}
+    meta = {"dataset": preparer.dataset, "src": str(src), "annotations": ann}
     atomic_write_text(task_dir / MANIFEST, manifest_text(task, entries, meta))
     result.seconds = time.perf_counter() - start
     atomic_write_text(task_dir / REPORT, report_text(result, drop_incomplete))
