@@ -99,6 +99,34 @@ def test_resume_redoes_only_missing_or_changed_files(tmp_path: Path, capsys: pyt
     assert check(out, "--deep") == 0
 
 
+def test_an_interrupted_run_resumes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                    capsys: pytest.CaptureFixture[str]) -> None:
+    from crabzoo.data.prepare import engine, get_preparer
+
+    raw, ann = build_source("ave", tmp_path)
+    real, done = engine.produce, []
+
+    def interrupted(job, task_dir, copy):  # the run is killed after 3 files
+        if len(done) == 3:
+            raise KeyboardInterrupt
+        done.append(job.dest)
+        return real(job, task_dir, copy)
+
+    monkeypatch.setattr(engine, "produce", interrupted)
+    monkeypatch.setattr(engine, "CHECKPOINT_SECONDS", 0.0)
+    with pytest.raises(KeyboardInterrupt):
+        engine.prepare(get_preparer("ave"), raw, ann, tmp_path / "out")
+    task_dir = tmp_path / "out" / "AVUIE_2" / "ave"
+    partial = task_dir / "video" / ".x5Jm0_tE8s4.k3j2h1.tmp.mp4"
+    partial.write_bytes(b"half an encode")  # what a killed encoder leaves behind
+    assert len(json.loads((task_dir / MANIFEST).read_text())["files"]) == 3
+    monkeypatch.setattr(engine, "produce", real)
+    prepare("ave", raw, ann, tmp_path / "out")
+    assert "6 files (3 written, 3 reused)" in capsys.readouterr().out
+    assert not partial.exists()
+    assert check(tmp_path / "out", "--deep") == 0
+
+
 def test_parallel_workers_give_the_same_manifest(tmp_path: Path) -> None:
     raw, ann = build_source("avvp", tmp_path)
     prepare("avvp", raw, ann, tmp_path / "one")

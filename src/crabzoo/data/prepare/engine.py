@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import multiprocessing
+import re
 import sys
 import time
 import zipfile
@@ -25,6 +26,12 @@ from crabzoo.data.prepare.manifest import MANIFEST, REPORT, FileEntry, manifest_
 from crabzoo.errors import CrabzooError
 
 SPLITS = ("train", "test")
+
+PARTIAL = re.compile(r"^\..+\.[^.]+\.tmp(\.[A-Za-z0-9]+)?$")
+"""Names of the temporary files of :func:`crabzoo.data.prepare.ops.atomic_target` and of the atomic text writes."""
+
+CHECKPOINT_SECONDS = 10.0
+"""How often the manifest is saved while files are produced, so that an interrupted run resumes."""
 
 
 @dataclass
@@ -167,6 +174,16 @@ def _run(jobs: list[MediaJob], task_dir: Path, copy: bool, workers: int, progres
         yield from _progress(pool.map(_produce_star, args, chunksize=4), len(args), progress, task)
 
 
+def remove_partial_files(task_dir: Path) -> int:
+    """Delete the temporary files an interrupted run left in ``task_dir`` (``.<stem>.<random>.tmp<suffix>``)."""
+    removed = 0
+    for path in task_dir.rglob(".*.tmp*"):
+        if path.is_file() and PARTIAL.match(path.name):
+            path.unlink()
+            removed += 1
+    return removed
+
+
 def _reusable(entry: FileEntry | None, job: MediaJob, path: Path) -> bool:
     return (entry is not None and entry.source == str(job.source) and entry.op == job.op and path.is_file()
             and path.stat().st_size == entry.size and sha256(path) == entry.sha256)
@@ -216,6 +233,7 @@ def prepare(
     preparer.scan(src)
     task_dir = out / "AVUIE_2" / task
     task_dir.mkdir(parents=True, exist_ok=True)
+    remove_partial_files(task_dir)
 
     plans = {(split, i): preparer.plan(rec, split) for split, recs in records.items() for i, rec in enumerate(recs)}
     jobs: dict[str, MediaJob] = {}
@@ -231,11 +249,16 @@ def prepare(
         else:
             todo.append(job)
     failed: dict[str, str] = {}
+    meta = {"dataset": preparer.dataset, "src": str(src), "annotations": ann}
+    saved = time.monotonic()
     for dest, entry, reason in _run(todo, task_dir, copy, workers, progress, task):
         if entry is None:
             failed[dest] = reason or "failed"
         else:
             entries[dest] = entry
+        if time.monotonic() - saved >= CHECKPOINT_SECONDS:  # an interrupted run resumes from here
+            atomic_write_text(task_dir / MANIFEST, manifest_text(task, {**previous, **entries}, meta))
+            saved = time.monotonic()
 
     result = PrepareResult(task=task, dataset=preparer.dataset, task_dir=task_dir, gaps=preparer.gaps,
                            files=len(entries), written=len(todo) - len(failed), reused=len(jobs) - len(todo))
@@ -254,7 +277,6 @@ def prepare(
             atomic_write_text(task_dir / f"{split}.json", json.dumps(kept, indent=1, ensure_ascii=False) + "\n")
         else:
             atomic_write_text(task_dir / f"{split}.json", texts[split])
-    meta = {"dataset": preparer.dataset, "src": str(src), "annotations": ann}
     atomic_write_text(task_dir / MANIFEST, manifest_text(task, entries, meta))
     result.seconds = time.perf_counter() - start
     atomic_write_text(task_dir / REPORT, report_text(result, drop_incomplete))
