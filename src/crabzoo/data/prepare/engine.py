@@ -18,7 +18,7 @@ import zipfile
 from collections.abc import Iterable, Iterator
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 from crabzoo.data.prepare.base import MediaJob, Preparer
@@ -207,7 +207,8 @@ def prepare(
         src: The raw source dataset, in its official layout.
         annotations: The release: ``AVUIE_2.zip``, its extracted ``AVUIE_2/`` or the folder holding it.
         out: Output folder; ``AVUIE_2/<task>/`` is written inside.
-        workers: Worker processes.
+        workers: Worker processes (started with ``forkserver``: a script that calls this with ``workers > 1``
+            needs the usual ``if __name__ == "__main__":`` guard; the ``crabzoo`` command has it).
         progress: Show a progress bar on stderr.
         copy: Copy files instead of hard-linking them.
         drop_incomplete: Write the annotation files without the records whose media could not be produced (they
@@ -238,7 +239,12 @@ def prepare(
     plans = {(split, i): preparer.plan(rec, split) for split, recs in records.items() for i, rec in enumerate(recs)}
     jobs: dict[str, MediaJob] = {}
     for plan in plans.values():
-        for job in plan.jobs:
+        for job in list(plan.jobs):
+            dest = PurePosixPath(job.dest)
+            if dest.is_absolute() or ".." in dest.parts:  # a record must not write outside its task folder
+                plan.jobs.remove(job)
+                plan.missing.append(f"{job.dest!r}: the path leaves the task folder; the record is not served")
+                continue
             jobs.setdefault(job.dest, job)
     previous = read_manifest(task_dir)
     entries: dict[str, FileEntry] = {}
