@@ -149,7 +149,8 @@ def test_bad_inputs_are_named_and_nothing_is_lost(tmp_path: Path, capsys: pytest
     (raw_a / "AVE" / "RUhOCu3LNXM.mp4").unlink()  # listed in Annotations.txt, not downloaded
     train = json.loads((ann_a / "ave" / "train.json").read_text())
     train.append(dict(train[0], video_path="nOtThErE123.mp4", audio_path="nOtThErE123.mp3", vid="nOtThErE123"))
-    (ann_a / "ave" / "train.json").write_text(json.dumps(train))  # a record naming a video that is not there
+    train.append(dict(train[0], video_path="../../x5Jm0_tE8s4.mp4", audio_path="../../x5Jm0_tE8s4.mp3"))
+    (ann_a / "ave" / "train.json").write_text(json.dumps(train))  # a video that is not there; a path outside
     raw_u, ann_u = build_source("ucf", tmp_path)
     video(raw_u / "UCF-101" / "Drumming" / "v_Drumming_g01_c02.avi", 1, soundtrack=False)  # a silent UCF101 clip
     for task, src, annotations in (("ks", raw, ann), ("cremad", raw_c, ann_c), ("ave", raw_a, ann_a),
@@ -174,11 +175,14 @@ def test_bad_inputs_are_named_and_nothing_is_lost(tmp_path: Path, capsys: pytest
                for p in ave)
     assert any(p.startswith("train[2] missing: video 'nOtThErE123.mp4'") and "not listed in Annotations.txt" in p
                for p in ave)
-    assert "1 record(s) with missing or unreadable media" in text and "2 record(s) with missing" in text
+    assert any(p.startswith("train[3] missing: 'video/../../x5Jm0_tE8s4.mp4': the path leaves the task folder")
+               for p in ave)
+    assert not (out / "AVUIE_2" / "x5Jm0_tE8s4.mp4").exists()
+    assert "1 record(s) with missing or unreadable media" in text and "3 record(s) with missing" in text
     assert "dead YouTube ids" in text  # the known gap, by name
     report = json.loads((out / "AVUIE_2" / "ave" / REPORT).read_text())
-    assert report["records"] == {"train": 3, "test": 1} and report["complete"] == {"train": 1, "test": 1}
-    assert len(json.loads((out / "AVUIE_2" / "ave" / "train.json").read_text())) == 3  # nothing lost
+    assert report["records"] == {"train": 4, "test": 1} and report["complete"] == {"train": 1, "test": 1}
+    assert len(json.loads((out / "AVUIE_2" / "ave" / "train.json").read_text())) == 4  # nothing lost
 
     assert check(out) == 2
     err = capsys.readouterr().err
@@ -188,7 +192,7 @@ def test_bad_inputs_are_named_and_nothing_is_lost(tmp_path: Path, capsys: pytest
     prepare("ave", raw_a, ann_a, out, "--drop-incomplete")
     kept = json.loads((out / "AVUIE_2" / "ave" / "train.json").read_text())
     assert [r["vid"] for r in kept] == ["-0A9suni5YA"]
-    assert len(problems("ave")) == 4  # still reported: a video and an audio file for each of the 2 records
+    assert len(problems("ave")) == 6  # still reported: a video and an audio file for each of the 3 records
 
     with pytest.raises(SystemExit) as info:  # wrong --src layout: one line, exit 2
         prepare("ave", raw_c, ann_a, out)
