@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from crabzoo.data.prepare.base import MediaJob, Preparer
+from crabzoo.data.prepare.base import MediaJob, Preparer, RecordPlan
 from crabzoo.data.prepare.manifest import MANIFEST, REPORT, FileEntry, manifest_text, read_manifest, sha256
 from crabzoo.errors import CrabzooError
 
@@ -189,6 +189,29 @@ def _reusable(entry: FileEntry | None, job: MediaJob, path: Path) -> bool:
             and path.stat().st_size == entry.size and sha256(path) == entry.sha256)
 
 
+def _collect_jobs(plans: dict[tuple[str, int], RecordPlan]) -> dict[str, MediaJob]:
+    """Every output file once (shared files are planned by several records); unsafe paths become problems."""
+    jobs: dict[str, MediaJob] = {}
+    for plan in plans.values():
+        for job in list(plan.jobs):
+            dest = PurePosixPath(job.dest)
+            if dest.is_absolute() or ".." in dest.parts:  # a record must not write outside its task folder
+                plan.jobs.remove(job)
+                plan.missing.append(f"{job.dest!r}: the path leaves the task folder; the record is not served")
+                continue
+            jobs.setdefault(job.dest, job)
+    return jobs
+
+
+def _problems(plans: dict[tuple[str, int], RecordPlan], failed: dict[str, str]) -> list[Problem]:
+    """One problem per media file of a record that has no source or could not be produced, in record order."""
+    problems: list[Problem] = []
+    for (split, i), plan in plans.items():
+        problems += [Problem(split, i, "missing", m) for m in plan.missing]
+        problems += [Problem(split, i, "unreadable", f"{j.dest}: {failed[j.dest]}") for j in plan.jobs if j.dest in failed]
+    return problems
+
+
 def prepare(
     preparer: Preparer,
     src: str | Path,
@@ -237,15 +260,7 @@ def prepare(
     remove_partial_files(task_dir)
 
     plans = {(split, i): preparer.plan(rec, split) for split, recs in records.items() for i, rec in enumerate(recs)}
-    jobs: dict[str, MediaJob] = {}
-    for plan in plans.values():
-        for job in list(plan.jobs):
-            dest = PurePosixPath(job.dest)
-            if dest.is_absolute() or ".." in dest.parts:  # a record must not write outside its task folder
-                plan.jobs.remove(job)
-                plan.missing.append(f"{job.dest!r}: the path leaves the task folder; the record is not served")
-                continue
-            jobs.setdefault(job.dest, job)
+    jobs = _collect_jobs(plans)
     previous = read_manifest(task_dir)
     entries: dict[str, FileEntry] = {}
     todo: list[MediaJob] = []
@@ -268,13 +283,8 @@ def prepare(
 
     result = PrepareResult(task=task, dataset=preparer.dataset, task_dir=task_dir, gaps=preparer.gaps,
                            files=len(entries), written=len(todo) - len(failed), reused=len(jobs) - len(todo))
-    incomplete: set[tuple[str, int]] = set()
-    for (split, i), plan in plans.items():
-        lines = [Problem(split, i, "missing", m) for m in plan.missing]
-        lines += [Problem(split, i, "unreadable", f"{j.dest}: {failed[j.dest]}") for j in plan.jobs if j.dest in failed]
-        if lines:
-            incomplete.add((split, i))
-        result.problems += lines
+    result.problems = _problems(plans, failed)
+    incomplete = {(p.split, p.index) for p in result.problems}
     for split, recs in records.items():
         result.records[split] = len(recs)
         result.complete[split] = sum((split, i) not in incomplete for i in range(len(recs)))
