@@ -1,9 +1,12 @@
-"""``crabzoo data``: generate AVSynth (``synth``), verify a dataset (``check``) and draw contact sheets (``preview``).
+"""``crabzoo data``: generate AVSynth (``synth``), prepare a real dataset (``prepare``), verify a dataset (``check``)
+and draw contact sheets (``preview``).
 
 Examples::
 
     crabzoo data synth --out data/avsynth --clips 2000 --seed 0 --workers 2
+    crabzoo data prepare ave --src raw/AVE_Dataset --annotations raw/AVUIE_2 --out data/real --workers 8
     crabzoo data check data/avsynth
+    crabzoo data check data/real --deep
     crabzoo data preview data/avsynth --out docs/images/avsynth
 """
 
@@ -23,8 +26,8 @@ SPLITS = ("train", "test")
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="crabzoo data", description=__doc__.split("\n")[0])
-    sub = parser.add_subparsers(dest="command", required=True, metavar="{synth,check,preview}")
+    parser = argparse.ArgumentParser(prog="crabzoo data", description=" ".join(__doc__.split("\n\n")[0].split()))
+    sub = parser.add_subparsers(dest="command", required=True, metavar="{synth,prepare,check,preview}")
 
     synth = sub.add_parser("synth", help="generate the AVSynth benchmark in the AV-UIE v2 layout")
     synth.add_argument("--out", required=True, type=Path, help="output folder (AVUIE_2/ is created inside)")
@@ -49,11 +52,27 @@ def _parser() -> argparse.ArgumentParser:
     knobs.add_argument("--no-soundtrack", action="store_true",
                        help="do not mux the soundtrack (AAC in MP4, PCM in AVI) into the videos")
 
-    check = sub.add_parser("check", help="verify annotations and media of a dataset; exit 2 on problems")
+    prep = sub.add_parser("prepare", help="make one task folder's media from its raw source dataset")
+    prep.add_argument("name", metavar="NAME", help="task folder to prepare (a2v, v2a, ks, ucf, meld, mer24, cremad, mafw, "
+                      "dfew, avqa, avqa_thu, ave, unav, avvp, s4, ms3, ref_avs, arig, avcap)")
+    prep.add_argument("--src", required=True, type=Path, help="the raw source dataset in its official layout")
+    prep.add_argument("--annotations", required=True, type=Path,
+                      help="the release: AVUIE_2.zip, or its extracted AVUIE_2/ folder (or the folder holding it)")
+    prep.add_argument("--out", required=True, type=Path, help="output folder (AVUIE_2/<task>/ is written inside)")
+    prep.add_argument("--workers", type=int, default=1, help="worker processes (default 1)")
+    prep.add_argument("--copy", action="store_true", help="copy files instead of hard-linking them")
+    prep.add_argument("--drop-incomplete", action="store_true",
+                      help="leave records with missing or unreadable media out of the written annotation files "
+                           "(they stay listed in the report)")
+    prep.add_argument("--quiet", action="store_true", help="no progress bar")
+
+    check = sub.add_parser("check", help="verify annotations, media and prepare manifests; exit 2 on problems")
     check.add_argument("root", type=Path, help="folder holding the task folders (or a parent holding AVUIE_2/)")
     check.add_argument("--tasks", nargs="+", default=None, metavar="TASK", help="task folders (default: all found)")
     check.add_argument("--splits", nargs="+", default=list(SPLITS), help="annotation files to check")
     check.add_argument("--no-masks", action="store_true", help="skip decoding the ground-truth masks")
+    check.add_argument("--deep", action="store_true",
+                       help="also decode every file a prepare manifest lists (every frame of every video)")
 
     preview = sub.add_parser("preview", help="render one PNG contact sheet per task")
     preview.add_argument("root", type=Path, help="folder holding the task folders (or a parent holding AVUIE_2/)")
@@ -85,10 +104,37 @@ def run_synth(args: argparse.Namespace) -> None:
               f"test {summary['records'][f'{task}/test']:>6}")
 
 
+MAX_PRINTED = 20
+"""Problems of a prepare run printed on the terminal (the report lists all)."""
+
+
+def run_prepare(args: argparse.Namespace) -> None:
+    """``crabzoo data prepare``."""
+    from crabzoo.data.prepare import REPORT, get_preparer, prepare
+
+    result = prepare(get_preparer(args.name), args.src, args.annotations, args.out, workers=args.workers,
+                     progress=not args.quiet, copy=args.copy, drop_incomplete=args.drop_incomplete)
+    splits = ", ".join(f"{s} {n}" for s, n in result.records.items())
+    print(f"{result.task}: {sum(result.records.values())} records ({splits}) from {result.dataset}; "
+          f"{result.files} files ({result.written} written, {result.reused} reused) in {result.seconds:.1f} s")
+    print("  complete: " + ", ".join(f"{s} {result.complete[s]}/{n}" for s, n in result.records.items()))
+    for gap in result.gaps:
+        print(f"  known gap: {gap}")
+    if result.problems:
+        records = {(p.split, p.index) for p in result.problems}
+        print(f"  {len(records)} record(s) with missing or unreadable media:")
+        for problem in result.problems[:MAX_PRINTED]:
+            print(f"    {problem.line()}")
+        if len(result.problems) > MAX_PRINTED:
+            print(f"    ... and {len(result.problems) - MAX_PRINTED} more")
+    print(f"  report: {result.task_dir / REPORT}")
+
+
 def run_check(args: argparse.Namespace) -> int:
     """``crabzoo data check``: returns the exit status (0 clean, 2 problems)."""
-    from crabzoo.data.avuie import check_media, list_tasks, read_split
+    from crabzoo.data.avuie import check_media, list_tasks, read_split, resolve_root
     from crabzoo.data.media import MediaLoader
+    from crabzoo.data.prepare.manifest import MANIFEST, check_manifest
 
     tasks = args.tasks or list_tasks(args.root)
     if not tasks:
@@ -106,6 +152,13 @@ def run_check(args: argparse.Namespace) -> int:
             problems += [f"{file}[{i}]: {reason}" for file, i, reason in result.skipped]
             problems += bad
             print(f"{task:<9} {split:<6} {len(result.samples):>8} {len(result.skipped):>9} {len(bad):>9}")
+    base = resolve_root(args.root)
+    for task in tasks:
+        if (base / task / MANIFEST).is_file():
+            checked, bad = check_manifest(base / task, deep=args.deep)
+            problems += bad
+            what = "decoded" if args.deep else "size and sha256"
+            print(f"{task:<9} manifest: {checked} files, {len(bad)} problem(s) ({what})")
     if problems:
         print(f"\n{len(problems)} problem(s):", file=sys.stderr)
         for line in problems:
@@ -203,6 +256,8 @@ def main(argv: list[str]) -> None:
     args = _parser().parse_args(argv)
     if args.command == "synth":
         run_synth(args)
+    elif args.command == "prepare":
+        run_prepare(args)
     elif args.command == "check":
         status = run_check(args)
         if status:
