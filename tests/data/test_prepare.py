@@ -203,7 +203,9 @@ def test_bad_inputs_are_named_and_nothing_is_lost(tmp_path: Path, capsys: pytest
 
 @pytest.mark.slow
 def test_prepared_folders_train_through_the_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    tasks = ["cremad", "avvp", "arig"]  # a re-encoded video, a cut clip, an image task on linked AVSBench frames
+    # a re-encoded video, a cut clip, an image task on linked AVSBench frames, and s4, whose release test records
+    # hold a mask path but no box: validated by generation and mask scoring, with no teacher-forced target
+    tasks = ["cremad", "avvp", "arig", "s4"]
     out = tmp_path / "out"
     for task in tasks:
         raw, ann = build_source(task, tmp_path)
@@ -215,4 +217,4 @@ def test_prepared_folders_train_through_the_cli(tmp_path: Path, capsys: pytest.C
     results = json.loads((tmp_path / "run" / "results.json").read_text())
     assert set(results["results"]) == set(tasks)
     assert results["skipped"]["total"] == 0
-    assert {t: results["results"][t]["n_total"] for t in tasks} == {"cremad": 1, "avvp": 1, "arig": 1}
+    assert {t: results["results"][t]["n_total"] for t in tasks} == {"cremad": 1, "avvp": 1, "arig": 1, "s4": 2}

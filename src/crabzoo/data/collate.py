@@ -22,6 +22,7 @@ from torch import Tensor
 
 from crabzoo.backbones.base import MEDIA_WRAPPERS
 from crabzoo.data.schema import Sample
+from crabzoo.errors import CrabzooError
 
 IGNORE_INDEX = -100
 
@@ -156,16 +157,31 @@ class Processor:
 
         task = get_task(sample.task)
         prompt = self.prompt_ids(sample, task)
-        target = self.target_ids(sample.target or task.format_target(sample.truth))
         return {
             "id": sample.id,
             "task": sample.task,
             "prompt_ids": torch.tensor(prompt, dtype=torch.long),
-            "target_ids": torch.tensor(target, dtype=torch.long),
+            "target_ids": torch.tensor(self.reference_ids(sample, task), dtype=torch.long),
             "media": self.media(sample, task),
             "truth": sample.truth,
             "meta": sample.meta,
         }
+
+    def reference_ids(self, sample: Sample, task: Any) -> list[int]:
+        """Target ids of a sample: its target text, else the answer formatted from its truth.
+
+        A test record may hold neither (the release's AVSBench and Ref-AVS test records carry a mask path, not the
+        box and points an answer is written from): it then gets no target tokens, so the teacher-forced loss skips
+        it, while generation and scoring against the mask go on. A training sample without one is an error.
+        """
+        if sample.target:
+            return self.target_ids(sample.target)
+        try:
+            return self.target_ids(task.format_target(sample.truth))
+        except CrabzooError:
+            if sample.split == "train":
+                raise
+            return []
 
     @staticmethod
     def collate(items: list[dict[str, Any] | None]) -> dict[str, Any]:

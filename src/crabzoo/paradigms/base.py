@@ -488,10 +488,21 @@ class AVLLM(L.LightningModule):
         return self.backbone.tokenizer.batch_decode(new, skip_special_tokens=True)
 
     # ------------------------------------------------------------------ steps
+    @staticmethod
+    def _has_target(batch: dict[str, Any]) -> list[bool]:
+        """Per sample: whether it has target tokens (test records without a reference text have none)."""
+        labels = batch.get("labels")
+        if labels is None and isinstance(batch.get("inputs"), dict):  # the omni processor's batches
+            labels = batch["inputs"].get("labels")
+        if labels is None:
+            return [True] * len(batch["tasks"])
+        return [bool((row != IGNORE_INDEX).any()) for row in labels]
+
     def _log_per_task(self, prefix: str, batch: dict[str, Any], per_sample: Tensor) -> None:
         sums: dict[str, list[Tensor]] = defaultdict(list)
-        for task, value in zip(batch["tasks"], per_sample):
-            sums[task].append(value)
+        for task, value, supervised in zip(batch["tasks"], per_sample, self._has_target(batch)):
+            if supervised:
+                sums[task].append(value)
         for task, values in sums.items():
             self.log(f"{prefix}/loss/{task}", torch.stack(values).mean(), batch_size=len(values), sync_dist=True)
 
@@ -541,9 +552,10 @@ class AVLLM(L.LightningModule):
             self._score_skipped(batch)
         if not batch["tasks"]:
             return
-        out = self(batch)
-        self.log(f"{prefix}/loss", out["loss"], prog_bar=True, batch_size=len(batch["tasks"]), sync_dist=True)
-        self._log_per_task(prefix, batch, out["per_sample"])
+        if any(self._has_target(batch)):  # the teacher-forced loss needs reference texts
+            out = self(batch)
+            self.log(f"{prefix}/loss", out["loss"], prog_bar=True, batch_size=len(batch["tasks"]), sync_dist=True)
+            self._log_per_task(prefix, batch, out["per_sample"])
         if not self.generate_val:
             return
         from crabzoo.tasks import get_task

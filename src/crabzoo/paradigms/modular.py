@@ -485,11 +485,12 @@ class SegmentationAVLLM(AVLLM):
             self._score_skipped(batch)
         if not batch["tasks"]:
             return
-        out = self(batch)
-        batch_size = len(batch["tasks"])
-        self.log(f"{prefix}/loss", out["lm_loss"], prog_bar=True, batch_size=batch_size, sync_dist=True)
-        self.log(f"{prefix}/mask_loss", out["mask_loss"], batch_size=batch_size, sync_dist=True)
-        self._log_per_task(prefix, batch, out["per_sample"])
+        if any(self._has_target(batch)):  # the teacher-forced losses need reference texts
+            out = self(batch)
+            batch_size = len(batch["tasks"])
+            self.log(f"{prefix}/loss", out["lm_loss"], prog_bar=True, batch_size=batch_size, sync_dist=True)
+            self.log(f"{prefix}/mask_loss", out["mask_loss"], batch_size=batch_size, sync_dist=True)
+            self._log_per_task(prefix, batch, out["per_sample"])
         if not self.generate_val:
             return
         from crabzoo.tasks import get_task
