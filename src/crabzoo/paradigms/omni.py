@@ -22,7 +22,6 @@ from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from torch import Tensor
 
 from crabzoo.adapters.base import Adapter
-from crabzoo.backbones.loss import full_logits_loss
 from crabzoo.backbones.qwen_omni import IGNORE_INDEX, SAMPLING_RATE, SYSTEM_PROMPT, QwenOmniThinker
 from crabzoo.data.schema import Sample
 from crabzoo.errors import CrabzooError
@@ -230,7 +229,7 @@ class OmniAVLLM(AVLLM):
         frame_size: int | None = 224,
         save_frozen: bool = True,
     ) -> None:
-        if not all(hasattr(backbone, name) for name in ("prepare", "forward_multimodal", "generate_multimodal")):
+        if not all(hasattr(backbone, name) for name in ("prepare", "loss_multimodal", "generate_multimodal")):
             raise CrabzooError(
                 f"OmniAVLLM needs a native omni backbone (crabzoo.backbones.qwen_omni.QwenOmniThinker), got "
                 f"{type(backbone).__name__}; use crabzoo.paradigms.base.AVLLM for a text LLM with crabzoo encoders"
@@ -257,8 +256,7 @@ class OmniAVLLM(AVLLM):
         """Teacher-forced pass on ``batch["inputs"]``: ``{"loss", "per_sample"}`` (assistant-turn tokens only)."""
         self._set_task_ids(batch)
         inputs = self._cast_media(batch["inputs"])
-        logits = self.backbone.forward_multimodal(**inputs)
-        loss, per_sample = full_logits_loss(logits, inputs["labels"])
+        loss, per_sample = self.backbone.loss_multimodal(**inputs)
         return {"loss": loss, "per_sample": per_sample}
 
     @torch.no_grad()
