@@ -21,7 +21,7 @@ TAG = "checkpoint"
 
 
 def lightning_client_state(hyper_parameters: dict[str, Any], global_step: int) -> dict[str, Any]:
-    """What Lightning's checkpoint holds besides ``state_dict`` / ``optimizer_states`` (real loop and callback states)."""
+    """Lightning's checkpoint without ``state_dict`` / ``optimizer_states`` (real loop and callback states)."""
     import lightning as L
     from lightning.pytorch.callbacks import ModelCheckpoint
 
@@ -31,8 +31,8 @@ def lightning_client_state(hyper_parameters: dict[str, Any], global_step: int) -
                         enable_progress_bar=False, enable_model_summary=False)
     loops = {"fit_loop": trainer.fit_loop.state_dict(), "validate_loop": trainer.validate_loop.state_dict(),
              "test_loop": trainer.test_loop.state_dict(), "predict_loop": trainer.predict_loop.state_dict()}
-    callbacks = {"RNGCheckpoint": RNGCheckpoint().state_dict(),
-                 ModelCheckpoint(every_n_train_steps=500).state_key: ModelCheckpoint(every_n_train_steps=500).state_dict()}
+    every = ModelCheckpoint(every_n_train_steps=500)
+    callbacks = {"RNGCheckpoint": RNGCheckpoint().state_dict(), every.state_key: every.state_dict()}
     return {
         "epoch": 0, "global_step": global_step, "pytorch-lightning_version": L.__version__, "loops": loops,
         "callbacks": callbacks, "lr_schedulers": [{"last_epoch": global_step, "base_lrs": [1e-4]}],

@@ -259,6 +259,12 @@ class OmniAVLLM(AVLLM):
         loss, per_sample = self.backbone.loss_multimodal(**inputs)
         return {"loss": loss, "per_sample": per_sample}
 
+    def _prompt_texts(self, batch: dict[str, Any]) -> list[str]:
+        """The prompts as the thinker saw them (left padding removed, placeholders expanded)."""
+        prompt = batch["prompt"]
+        rows = [ids[mask.bool()].tolist() for ids, mask in zip(prompt["input_ids"], prompt["attention_mask"])]
+        return self.backbone.tokenizer.batch_decode(rows, skip_special_tokens=False)
+
     @torch.no_grad()
     def generate(self, batch: dict[str, Any], max_new_tokens: int | None = None) -> list[str]:
         """Greedy generations from the left-padded prompts with the batch's media."""
