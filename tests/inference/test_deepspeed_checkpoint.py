@@ -99,6 +99,26 @@ def test_read_checkpoint_gives_lightnings_dictionary(trained, tmp_path):
     assert all(v.dtype == torch.bfloat16 for v in data["state_dict"].values() if v.is_floating_point())
 
 
+def test_the_fp32_file_lightning_consolidates_is_read(trained, tmp_path):
+    """``convert_zero_checkpoint_to_fp32_state_dict`` (needs DeepSpeed) saves the model-states file without the
+    engine keys it lists, plus the fp32 state dict from the optimizer shards: crabzoo reads it with weights_only."""
+    from crabzoo.deepspeed_checkpoint import MODEL_STATES
+    from crabzoo.inference.loading import read_checkpoint
+
+    model, hparams, _ = trained
+    folder = write_deepspeed_checkpoint(tmp_path / "last.ckpt", model, lightning_client_state(hparams, 7))
+    states = torch.load(folder / "checkpoint" / MODEL_STATES, map_location="cpu", weights_only=True)
+    dropped = ("module", "optimizer", "lr_scheduler", "csr_tensor_module_names", "skipped_steps", "global_steps",
+               "dp_world_size", "mp_world_size")
+    consolidated = {k: v for k, v in states.items() if k not in dropped}
+    consolidated["state_dict"] = {k: v.clone() for k, v in model.state_dict().items()}  # fp32
+    torch.save(consolidated, tmp_path / "last-fp32.ckpt")
+    data = read_checkpoint(tmp_path / "last-fp32.ckpt")
+    assert data["global_step"] == 7 and isinstance(data["sparse_tensor_module_names"], set)
+    want = model.state_dict()
+    assert all(torch.equal(data["state_dict"][k], v) for k, v in want.items())
+
+
 def test_zero3_and_incomplete_folders_are_one_line_errors(trained, tmp_path):
     model, hparams, _ = trained
     ckpt = write_deepspeed_checkpoint(tmp_path / "z3.ckpt", model, lightning_client_state(hparams, 7))
