@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import importlib.util
 import io
+import json
 import sys
 from pathlib import Path
 
@@ -70,8 +71,13 @@ def test_the_class_form_of_the_header_parses(tmp_path):
 @pytest.mark.skipif(importlib.util.find_spec("deepspeed") is not None, reason="deepspeed is installed")
 @pytest.mark.parametrize("form", ["name", "class"])
 def test_fit_without_deepspeed_is_one_line(tmp_path, form):
+    corpus = tmp_path / "corpus" / "ks"
+    corpus.mkdir(parents=True)
+    records = [{"instruction": "What is making the sound?", "output": f"<answer>guitar {i}</answer>"} for i in range(8)]
+    (corpus / "train.json").write_text(json.dumps(records))  # a tokenizer in a blink instead of the AVSynth one
     extra = ["--config", str(header_class_form(tmp_path))] if form == "class" else []
     code, _, err = cli("fit", "--config", str(QUICKSTART), "--config", str(RECIPE), *extra,
+                       "--model.init_args.backbone.init_args.tokenizer_corpus", str(corpus.parent),
                        "--trainer.accelerator", "cpu", "--trainer.devices", "1",
                        "--trainer.default_root_dir", str(tmp_path / "runs"))
     assert code == 2, err
