@@ -156,8 +156,6 @@ def test_load_deepspeed_weights_fills_the_model(trained, tmp_path):
 
 def predictions(configs: list[Path], data: Path, runs: Path, ckpt: Path) -> list[dict]:
     """Records of ``crabzoo predict --ckpt_path CKPT`` (real CLI, in process) on the ks, a2v and s4 test clips."""
-    import torch
-
     from crabzoo.lightning_cli import run_lightning_cli
 
     args = ["predict"]
