@@ -10,7 +10,8 @@ states stored in checkpoints (:class:`~crabzoo.distributed.RNGCheckpoint`, unles
 Checkpoint files are replaced atomically (:class:`~crabzoo.distributed.AtomicCheckpointIO`, unless the recipe
 sets ``trainer.plugins``), and ``trainer.use_distributed_sampler`` defaults to ``false`` (crabzoo's batch
 samplers split batches across ranks themselves). ``--ckpt_path last`` names the newest ``last.ckpt`` under
-``trainer.default_root_dir``.
+``trainer.default_root_dir``. A DeepSpeed checkpoint folder given to ``validate`` / ``test`` / ``predict`` on
+another strategy is read without DeepSpeed (:func:`load_deepspeed_weights`).
 """
 
 from __future__ import annotations
@@ -70,13 +71,78 @@ class CrabzooCLI(LightningCLI):
         given = given if isinstance(given, list) else [given]
         if not any(isinstance(cb, RNGCheckpoint) for cb in [*given, *callbacks]):
             callbacks = [*callbacks, RNGCheckpoint()]
+        require_deepspeed(config.get("strategy"))
         return super()._instantiate_trainer(config, callbacks)
+
+    def _parse_ckpt_path(self) -> None:
+        """Apply the stored model configuration of a DeepSpeed checkpoint folder, as Lightning does for a file."""
+        super()._parse_ckpt_path()
+        from crabzoo.deepspeed_checkpoint import is_deepspeed_checkpoint, read_deepspeed_checkpoint
+
+        subcommand = self.config.get("subcommand")
+        ckpt_path = self.config[subcommand].get("ckpt_path") if subcommand else None
+        if not ckpt_path or not is_deepspeed_checkpoint(ckpt_path):
+            return
+        hparams = dict(read_deepspeed_checkpoint(ckpt_path).get("hyper_parameters") or {})
+        hparams.pop("_instantiator", None)
+        if "_class_path" not in hparams:  # built in Python: the command line's model stands
+            return
+        model = {"class_path": hparams.pop("_class_path"), "dict_kwargs": hparams}
+        self.config = self.parser.parse_object({subcommand: {"model": model}}, self.config)
 
     def _prepare_subcommand_kwargs(self, subcommand: str) -> dict[str, Any]:
         kwargs = super()._prepare_subcommand_kwargs(subcommand)
         if kwargs.get("ckpt_path") == "last":
             kwargs["ckpt_path"] = resolve_last(self.trainer.default_root_dir, subcommand)
+        if subcommand != "fit":
+            kwargs["ckpt_path"] = load_deepspeed_weights(self.trainer, self.model, kwargs.get("ckpt_path"))
         return kwargs
+
+
+def load_deepspeed_weights(trainer: Any, model: Any, ckpt_path: str | None) -> str | None:
+    """``validate`` / ``test`` / ``predict`` on a DeepSpeed checkpoint folder without the DeepSpeed strategy.
+
+    Lightning's other strategies read a checkpoint as one file; the folder's weights are loaded into ``model``
+    here instead (:func:`crabzoo.deepspeed_checkpoint.read_deepspeed_checkpoint`, no DeepSpeed needed) and the
+    command runs without ``ckpt_path``. Any other path (or the DeepSpeed strategy itself) is left to Lightning.
+
+    Returns:
+        ``None`` when the weights were loaded here, else ``ckpt_path``.
+    """
+    from lightning.pytorch.strategies import DeepSpeedStrategy
+    from lightning.pytorch.utilities import rank_zero_info
+
+    from crabzoo.deepspeed_checkpoint import is_deepspeed_checkpoint, read_deepspeed_checkpoint
+    from crabzoo.inference.loading import load_state
+
+    if ckpt_path is None or isinstance(trainer.strategy, DeepSpeedStrategy) or not is_deepspeed_checkpoint(ckpt_path):
+        return ckpt_path
+    missing = load_state(model, read_deepspeed_checkpoint(ckpt_path)["state_dict"], str(ckpt_path))
+    note = f"; {len(missing)} frozen weights not in it keep the configuration's" if missing else ""
+    rank_zero_info(f"crabzoo: loaded the weights of the DeepSpeed checkpoint {ckpt_path}{note}")
+    return None
+
+
+def require_deepspeed(strategy: Any) -> None:
+    """A DeepSpeed strategy name (``deepspeed_stage_2`` ...) needs the deepspeed package: one line, not a traceback.
+
+    Raises:
+        CrabzooError: ``strategy`` names a DeepSpeed strategy and deepspeed cannot be imported.
+    """
+    if not (isinstance(strategy, str) and strategy.startswith("deepspeed")):
+        return
+    from lightning.pytorch.strategies.deepspeed import _DEEPSPEED_AVAILABLE
+
+    if not _DEEPSPEED_AVAILABLE:
+        raise CrabzooError(deepspeed_missing(strategy))
+
+
+def deepspeed_missing(strategy: str) -> str:
+    """The one-line message for a DeepSpeed strategy without the deepspeed package."""
+    return (
+        f"trainer.strategy {strategy}: the deepspeed package is not installed; install it next to crabzoo on the "
+        "GPU machines (pip install deepspeed) or use recipes/scale/fsdp2.yaml or recipes/scale/ddp.yaml"
+    )
 
 
 def resolve_last(root: str | Path, subcommand: str) -> str | None:
@@ -140,6 +206,8 @@ def run_lightning_cli(argv: list[str]) -> None:
     except Exception as err:  # jsonargparse reports config mistakes as ArgumentError
         if type(err).__name__ in ("ArgumentError", "ParserError"):
             raise CrabzooError(_one_line(str(err))) from None
+        if "must have DeepSpeed installed" in str(err):  # the strategy given as a class (DeepSpeedStrategy)
+            raise CrabzooError(deepspeed_missing("DeepSpeedStrategy")) from None
         raise
     return None
 

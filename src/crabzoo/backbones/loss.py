@@ -3,8 +3,8 @@
 Projecting every position onto a ~150k vocabulary and upcasting it to fp32 costs ``L x V x 4`` bytes (plus the
 saved softmax) although usually only the assistant turns carry labels. :func:`supervised_loss` gathers the final
 hidden states of supervised positions, runs the LM head and an fp32 cross-entropy on them ``chunk_size`` rows at a
-time, and returns the same ``(loss, per_sample)`` as :func:`full_logits_loss`, the plain computation kept for
-models that only return logits (the Qwen2.5-Omni thinker's multimodal forward).
+time, and returns the same ``(loss, per_sample)`` as :func:`full_logits_loss`, the plain computation kept as the
+reference (tests, ``benchmarks/loss_path.py``) and for models that only return logits.
 """
 
 from __future__ import annotations

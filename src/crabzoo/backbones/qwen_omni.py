@@ -6,6 +6,7 @@ connector: :meth:`QwenOmniThinker.prepare` turns a chat with media items plus ra
 inputs (``input_ids`` with each ``<|AUDIO|>``/``<|VIDEO|>``/``<|IMAGE|>`` expanded to its token count, Whisper
 log-mel features, Qwen2-VL patches and grids), and :meth:`forward_multimodal` / :meth:`generate_multimodal` run
 the thinker on them, which places the encoder outputs and builds the 3-D (TMRoPE) positions itself.
+:meth:`loss_multimodal` (training) runs the same inner model but applies the LM head to supervised positions only.
 
 The processor pieces are built from the model config and plain arguments, never downloaded: a
 ``WhisperFeatureExtractor`` (``num_mel_bins`` mel bins, 16 kHz, n_fft 400, hop 160, padded to
@@ -483,6 +484,29 @@ class QwenOmniThinker(Backbone):
         self.thinker.model.rope_deltas = None
         out = self.thinker(**inputs, use_audio_in_video=self.use_audio_in_video, use_cache=False)
         return out.logits
+
+    def hidden_states_multimodal(self, **inputs: Tensor) -> Tensor:
+        """Final hidden states ``(B, L, D)`` on :meth:`prepare`/:meth:`collate` outputs (``labels`` ignored).
+
+        Runs the thinker's inner model (``thinker.model``), which encodes the media, scatters them onto their
+        placeholder tokens and builds the 3-D positions exactly as the thinker's own forward does; only the LM
+        head is left out, so ``output_embeddings()(hidden)`` equals :meth:`forward_multimodal`'s logits.
+        """
+        inputs = {k: v for k, v in inputs.items() if k != "labels"}
+        self.thinker.model.rope_deltas = None
+        out = self.thinker.model(**inputs, use_audio_in_video=self.use_audio_in_video, use_cache=False)
+        return out.last_hidden_state
+
+    def loss_multimodal(self, **inputs: Tensor) -> tuple[Tensor, Tensor]:
+        """Next-token loss on :meth:`collate` outputs, the LM head run on supervised positions only.
+
+        Returns:
+            ``(loss, per_sample)`` of :func:`~crabzoo.backbones.loss.supervised_loss` for ``inputs["labels"]``.
+        """
+        if "labels" not in inputs:
+            raise CrabzooError("QwenOmniThinker.loss_multimodal needs labels (prepare a chat with an assistant turn)")
+        hidden = self.hidden_states_multimodal(**inputs)
+        return supervised_loss(hidden, inputs["labels"], self.output_embeddings())
 
     @torch.no_grad()
     def generate_multimodal(self, max_new_tokens: int, **inputs: Tensor) -> Tensor:

@@ -30,10 +30,18 @@ TRAINING_ARGS = ("optimizer", "scheduler")
 
 
 def tree_from_checkpoint(ckpt_path: str | Path) -> dict[str, Any]:
-    """``{"class_path", "init_args"}`` of the model a checkpoint's ``hyper_parameters`` describe."""
+    """``{"class_path", "init_args"}`` of the model a checkpoint's ``hyper_parameters`` describe.
+
+    ``ckpt_path`` is a checkpoint file or a DeepSpeed checkpoint folder (see :mod:`crabzoo.deepspeed_checkpoint`).
+    """
     import torch
 
-    ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=True, mmap=True)
+    from crabzoo.deepspeed_checkpoint import is_deepspeed_checkpoint, read_deepspeed_checkpoint
+
+    if is_deepspeed_checkpoint(ckpt_path):
+        ckpt = read_deepspeed_checkpoint(ckpt_path)
+    else:
+        ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=True, mmap=True)
     hparams = dict(ckpt.get("hyper_parameters") or {})
     if "_class_path" not in hparams:
         raise CrabzooError(

@@ -72,13 +72,20 @@ class LoadReport:
 def read_checkpoint(path: str | Path) -> dict[str, Any]:
     """The checkpoint dictionary, read with ``torch.load(weights_only=True)`` on the CPU.
 
+    A DeepSpeed checkpoint folder (ZeRO-1/2, see :mod:`crabzoo.deepspeed_checkpoint`) is read from its
+    model-states file; DeepSpeed need not be installed.
+
     Raises:
-        CrabzooError: missing file, a directory (sharded checkpoint), or a file that is not a readable
-            Lightning checkpoint.
+        CrabzooError: missing file, a directory of another sharded checkpoint (FSDP), a ZeRO-3 folder, or a file
+            that is not a readable Lightning checkpoint.
     """
     import torch
 
+    from crabzoo.deepspeed_checkpoint import is_deepspeed_checkpoint, read_deepspeed_checkpoint
+
     path = Path(path)
+    if is_deepspeed_checkpoint(path):
+        return read_deepspeed_checkpoint(path)
     if path.is_dir():
         raise CrabzooError(
             f"{path} is a directory (a sharded checkpoint); consolidate it into one file first "

@@ -22,7 +22,6 @@ from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from torch import Tensor
 
 from crabzoo.adapters.base import Adapter
-from crabzoo.backbones.loss import full_logits_loss
 from crabzoo.backbones.qwen_omni import IGNORE_INDEX, SAMPLING_RATE, SYSTEM_PROMPT, QwenOmniThinker
 from crabzoo.data.schema import Sample
 from crabzoo.errors import CrabzooError
@@ -238,7 +237,7 @@ class OmniAVLLM(AVLLM):
         released: str | None = None,
         mask_protocol: str = "avsbench",
     ) -> None:
-        if not all(hasattr(backbone, name) for name in ("prepare", "forward_multimodal", "generate_multimodal")):
+        if not all(hasattr(backbone, name) for name in ("prepare", "loss_multimodal", "generate_multimodal")):
             raise CrabzooError(
                 f"OmniAVLLM needs a native omni backbone (crabzoo.backbones.qwen_omni.QwenOmniThinker), got "
                 f"{type(backbone).__name__}; use crabzoo.paradigms.base.AVLLM for a text LLM with crabzoo encoders"
@@ -266,9 +265,14 @@ class OmniAVLLM(AVLLM):
         """Teacher-forced pass on ``batch["inputs"]``: ``{"loss", "per_sample"}`` (assistant-turn tokens only)."""
         self._set_task_ids(batch)
         inputs = self._cast_media(batch["inputs"])
-        logits = self.backbone.forward_multimodal(**inputs)
-        loss, per_sample = full_logits_loss(logits, inputs["labels"])
+        loss, per_sample = self.backbone.loss_multimodal(**inputs)
         return {"loss": loss, "per_sample": per_sample}
+
+    def _prompt_texts(self, batch: dict[str, Any]) -> list[str]:
+        """The prompts as the thinker saw them (left padding removed, placeholders expanded)."""
+        prompt = batch["prompt"]
+        rows = [ids[mask.bool()].tolist() for ids, mask in zip(prompt["input_ids"], prompt["attention_mask"])]
+        return self.backbone.tokenizer.batch_decode(rows, skip_special_tokens=False)
 
     @torch.no_grad()
     def generate(self, batch: dict[str, Any], max_new_tokens: int | None = None) -> list[str]:
