@@ -191,6 +191,8 @@ class SegmentationAVLLM(AVLLM):
         save_frozen: Keep frozen parameters in checkpoints (see :class:`~crabzoo.paradigms.base.AVLLM`).
     """
 
+    packs_sequences = False  # the mask tokens' hidden states are read at left-padded positions
+
     def __init__(
         self,
         backbone: Backbone,
