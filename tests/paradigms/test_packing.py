@@ -17,7 +17,9 @@ ROOT = Path(__file__).resolve().parents[2]
 TASKS = ["ks", "emotion"]
 ADAPTERS = {
     "lora": {"class_path": "crabzoo.adapters.LoRA", "init_args": {"rank": 4, "alpha": 8}},
-    "ilora": {"class_path": "crabzoo.adapters.ILoRA", "init_args": {"n_heads": 3, "rank": 4, "alpha": 8, "dropout": 0.0}},
+    "ilora": {
+        "class_path": "crabzoo.adapters.ILoRA", "init_args": {"n_heads": 3, "rank": 4, "alpha": 8, "dropout": 0.0},
+    },
     "ilora-task": {
         "class_path": "crabzoo.adapters.ILoRA",
         "init_args": {"n_heads": 3, "rank": 4, "alpha": 8, "dropout": 0.0, "routing": "task", "n_tasks": 2},
@@ -92,7 +94,9 @@ def test_pack_rows_restart_positions_and_keep_samples_apart():
     assert packed.plan == [[2, 1], [0]] and packed.num_samples == 3
     assert packed.segments.tolist() == [[2, 2, 2, 2, 1, 1], [0, 0, 0, -1, -1, -1]]
     assert packed.positions.tolist() == [[0, 1, 2, 3, 0, 1], [0, 1, 2, 0, 0, 0]]
-    assert packed.labels.tolist() == [[IGNORE_INDEX, 1, 2, 3, IGNORE_INDEX, 6], [IGNORE_INDEX, 8, 9] + [IGNORE_INDEX] * 3]
+    assert packed.labels.tolist() == [
+        [IGNORE_INDEX, 1, 2, 3, IGNORE_INDEX, 6], [IGNORE_INDEX, 8, 9, IGNORE_INDEX, IGNORE_INDEX, IGNORE_INDEX],
+    ]
     assert packed.inputs[0, :, 0].tolist() == [3, 3, 3, 3, 2, 2] and packed.inputs[1, 3:].abs().sum() == 0
     allowed = block_causal_mask(packed.segments, torch.float32)[:, 0] == 0
     assert allowed.shape == (2, 6, 6)
@@ -114,7 +118,8 @@ def test_packed_batch_gives_the_unpacked_losses_and_gradients(adapter, data_root
     lengths = [r.shape[0] for r in rows]
     pack_length = 2 * max(lengths) if adapter != "lora" else sum(lengths)  # LoRA: all six samples in one row
     plan = pack_plan(lengths, pack_length)
-    assert len(plan) == (3 if adapter != "lora" else 1) and any({batch["tasks"][i] for i in row} == set(TASKS) for row in plan)
+    assert len(plan) == (3 if adapter != "lora" else 1)
+    assert any({batch["tasks"][i] for i in row} == set(TASKS) for row in plan)  # a row holds samples of both tasks
     out, grads = loss_and_grads(model, {**batch, PACKING_KEY: {"pack_length": pack_length}})
 
     assert out["per_sample"].shape == (6,)
@@ -166,10 +171,15 @@ def test_fit_with_packing_through_the_cli(tmp_path):
 
     root = make_data(tmp_path / "data")
     run_dir = tmp_path / "run"
-    run_cli(fit_args(root, run_dir, 3, 100, "--data.init_args.packing", "true", "--data.init_args.pack_length", "1024"))
+    packing = ["--data.init_args.packing", "true", "--data.init_args.pack_length", "1024"]
+    validation = [  # validation stays unpacked and generates
+        "--trainer.val_check_interval", "3", "--trainer.check_val_every_n_epoch", "1",
+        "--trainer.limit_val_batches", "1",
+    ]
+    run_cli(fit_args(root, run_dir, 3, 100, *packing, *validation))
     (version,) = run_dir.glob("version_*")
     report = json.loads((version / "results.json").read_text())
-    assert report["global_step"] == 3
+    assert report["global_step"] == 3 and report["results"]
     config = yaml.safe_load((version / "config.yaml").read_text())
     assert config["data"]["init_args"]["packing"] is True and config["data"]["init_args"]["pack_length"] == 1024
     losses = train_losses(version)

@@ -227,7 +227,9 @@ class AVUIEDataModule(L.LightningDataModule):
         self.mixing, self.mixing_temperature, self.mixing_weights = mixing, mixing_temperature, mixing_weights
         self.group_by_length = group_by_length
         if pack_length is not None and pack_length < 1:
-            raise CrabzooError(f"data.init_args.pack_length must be >= 1 (or null for each batch's longest sample), got {pack_length}")
+            raise CrabzooError(
+                f"data.init_args.pack_length must be >= 1 (or null for each batch's longest sample), got {pack_length}"
+            )
         self.packing, self.pack_length = packing, pack_length
         self.processor: Any = None
         self.splits: dict[str, list[Sample]] = {}
