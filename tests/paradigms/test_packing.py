@@ -79,9 +79,10 @@ def loss_and_grads(model, batch: dict) -> tuple[dict, dict[str, torch.Tensor]]:
     return out, grads
 
 
-def test_pack_plan_is_first_fit_decreasing():
-    assert pack_plan([5, 3, 8, 2, 4], 10) == [[2, 3], [0, 4], [1]]
-    assert pack_plan([5, 3, 8, 2, 4]) == [[2], [0, 1], [4, 3]]  # capacity: the longest sample
+def test_pack_plan_takes_first_fit_row_count_and_balances_the_rows():
+    assert pack_plan([5, 3, 8, 2, 4], 10) == [[2], [0, 3], [4, 1]]  # first fit: 3 rows of 10, 9, 3; balanced: 8, 7, 7
+    assert pack_plan([5, 3, 8, 2, 4]) == [[2], [0, 3], [4, 1]]  # capacity: the longest sample
+    assert pack_plan([3, 3, 2, 2, 2], 6) == [[0, 1], [2, 3, 4]]  # dealing longest first would give rows of 7 and 5
     assert pack_plan([12, 3], 10) == [[0], [1]]  # too long for a row: a row of its own, nothing cut
     with pytest.raises(CrabzooError, match="pack_length"):
         pack_plan([3], 0)
@@ -91,18 +92,18 @@ def test_pack_rows_restart_positions_and_keep_samples_apart():
     rows = [torch.full((n, 2), float(i + 1)) for i, n in enumerate([3, 2, 4])]
     labels = [torch.tensor([7, 8, 9]), torch.tensor([5, 6]), torch.tensor([IGNORE_INDEX, 1, 2, 3])]
     packed = pack_rows(rows, labels, pack_length=6)
-    assert packed.plan == [[2, 1], [0]] and packed.num_samples == 3
-    assert packed.segments.tolist() == [[2, 2, 2, 2, 1, 1], [0, 0, 0, -1, -1, -1]]
-    assert packed.positions.tolist() == [[0, 1, 2, 3, 0, 1], [0, 1, 2, 0, 0, 0]]
+    assert packed.plan == [[2], [0, 1]] and packed.num_samples == 3
+    assert packed.segments.tolist() == [[2, 2, 2, 2, -1], [0, 0, 0, 1, 1]]
+    assert packed.positions.tolist() == [[0, 1, 2, 3, 0], [0, 1, 2, 0, 1]]
     assert packed.labels.tolist() == [
-        [IGNORE_INDEX, 1, 2, 3, IGNORE_INDEX, 6], [IGNORE_INDEX, 8, 9, IGNORE_INDEX, IGNORE_INDEX, IGNORE_INDEX],
+        [IGNORE_INDEX, 1, 2, 3, IGNORE_INDEX], [IGNORE_INDEX, 8, 9, IGNORE_INDEX, 6],
     ]
-    assert packed.inputs[0, :, 0].tolist() == [3, 3, 3, 3, 2, 2] and packed.inputs[1, 3:].abs().sum() == 0
+    assert packed.inputs[:, :, 0].tolist() == [[3, 3, 3, 3, 0], [1, 1, 1, 2, 2]]
     allowed = block_causal_mask(packed.segments, torch.float32)[:, 0] == 0
-    assert allowed.shape == (2, 6, 6)
-    assert allowed[0, 5].tolist() == [False, False, False, False, True, True]  # sample 1 sees only itself
-    assert allowed[0, 3].tolist() == [True, True, True, True, False, False]
-    assert allowed[1, 4].tolist() == [False, False, False, True, True, False]  # padding: earlier padding only
+    assert allowed.shape == (2, 5, 5)
+    assert allowed[1, 4].tolist() == [False, False, False, True, True]  # sample 1 sees only itself
+    assert allowed[1, 2].tolist() == [True, True, True, False, False]
+    assert allowed[0, 4].tolist() == [False, False, False, False, True]  # padding: earlier padding only
     assert bool(allowed.any(-1).all())  # no fully masked query row (NaN in SDPA)
 
 

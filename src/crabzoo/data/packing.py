@@ -3,7 +3,7 @@
 Packing happens after media splicing, because only then is each sample's length known (its media become a
 number of embeddings that depends on the encoders and connectors). The data module marks training batches with
 :class:`PackingCollate`; the paradigm splices every sample on its own, then :func:`pack_rows` lays the samples
-of one batch out in rows of at most ``pack_length`` embeddings (first-fit decreasing, :func:`pack_plan`):
+of one batch out in rows of at most ``pack_length`` embeddings (:func:`pack_plan`):
 
 * position ids restart at 0 for every sample;
 * ``segments`` holds, per token, the index of its sample in the batch (``-1`` for the padding at a row's end);
@@ -31,7 +31,11 @@ PACKING_KEY = "packing"
 
 
 def pack_plan(lengths: Sequence[int], pack_length: int | None = None) -> list[list[int]]:
-    """Group samples into rows of at most ``pack_length`` tokens, first-fit decreasing.
+    """Group samples into as few rows of at most ``pack_length`` tokens as first-fit decreasing finds, balanced.
+
+    First-fit decreasing gives the number of rows; the samples are then dealt, longest first, to the row with
+    the fewest tokens so far, and that balanced plan is kept when its longest row is not longer than
+    first-fit's (every row is padded to the longest one, so balanced rows carry less padding).
 
     Args:
         lengths: Length of every sample (after splicing).
@@ -39,14 +43,15 @@ def pack_plan(lengths: Sequence[int], pack_length: int | None = None) -> list[li
             length. A sample longer than the capacity gets a row of its own (nothing is cut).
 
     Returns:
-        Sample indices per row; rows in order of creation, samples inside a row in order of placement.
+        Sample indices per row, samples inside a row in order of placement.
     """
     if pack_length is not None and pack_length < 1:
         raise CrabzooError(f"pack_length must be >= 1 (or null for the batch's longest sample), got {pack_length}")
     capacity = max(lengths, default=0) if pack_length is None else pack_length
+    order = sorted(range(len(lengths)), key=lambda i: (-lengths[i], i))
     rows: list[list[int]] = []
     room: list[int] = []
-    for i in sorted(range(len(lengths)), key=lambda i: (-lengths[i], i)):
+    for i in order:
         for r, free in enumerate(room):
             if lengths[i] <= free:
                 rows[r].append(i)
@@ -55,7 +60,14 @@ def pack_plan(lengths: Sequence[int], pack_length: int | None = None) -> list[li
         else:
             rows.append([i])
             room.append(capacity - lengths[i])
-    return rows
+    balanced: list[list[int]] = [[] for _ in rows]
+    load = [0] * len(rows)
+    for i in order:
+        r = min(range(len(rows)), key=lambda r: (load[r], r))
+        balanced[r].append(i)
+        load[r] += lengths[i]
+    first_fit_longest = max((sum(lengths[i] for i in row) for row in rows), default=0)
+    return balanced if max(load, default=0) <= first_fit_longest else rows
 
 
 @dataclass
