@@ -164,6 +164,27 @@ def test_only_training_batches_are_marked_for_packing(data_root, tmp_path):
         AVUIEDataModule(str(data_root), packing=True, pack_length=0)
 
 
+def test_a_paradigm_that_cannot_pack_stops_at_setup(data_root, tmp_path):
+    import lightning as L
+
+    from crabzoo.data.datamodule import AVUIEDataModule
+    from crabzoo.paradigms.modular import SegmentationAVLLM
+    from crabzoo.paradigms.omni import OmniAVLLM
+
+    assert not SegmentationAVLLM.packs_sequences and not OmniAVLLM.packs_sequences
+    model = tiny_model(data_root, tmp_path, "lora")
+    assert model.supports_packing
+    model.packs_sequences = False  # as in the segmentation and omni paradigms
+    trainer = L.Trainer(accelerator="cpu", logger=False, enable_checkpointing=False, enable_progress_bar=False)
+    trainer.strategy.connect(model)
+    dm = AVUIEDataModule(str(data_root), tasks=TASKS, packing=True)
+    dm.trainer = trainer
+    with pytest.raises(CrabzooError, match="does not support sequence packing"):
+        dm.setup("fit")
+    with pytest.raises(CrabzooError, match="packing: false"):
+        model.packed_forward(mixed_batch(model, data_root))
+
+
 @pytest.mark.slow
 def test_fit_with_packing_through_the_cli(tmp_path):
     import math
