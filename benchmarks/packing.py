@@ -4,9 +4,9 @@ The tiny modular paradigm (``paradigms/tiny/mlp.yaml`` with the I-LoRA recipe ``
 trains on the recipe's nine AVSynth tasks, generated into a temporary folder. Both modes read the same batches: the
 data module's length-grouped training batches (``group_by_length: true``, one task per batch); packed, the same
 batches also have ``packing: true``, so the paradigm lays each batch's spliced samples out in rows of at most
-``--pack-lengths`` LLM positions (``longest``: the batch's longest sample). The batches are decoded once, outside the timing; every timed step is a real
-training step (encoders, splicing, LLM forward and backward, AdamW step). The two modes alternate batch by batch, so
-machine noise hits both alike. It prints, per mode,
+``--pack-lengths`` LLM positions (``longest``: the batch's longest sample). The batches are decoded once, outside
+the timing; every timed step is a real training step (encoders, splicing, LLM forward and backward, AdamW step).
+The modes take turns batch by batch, so machine noise hits all alike. It prints, per mode,
 
 * **padding share**: padded LLM positions / all positions of the LLM input (rows x row length);
 * **rows** per batch and the **row length** (mean);
@@ -56,7 +56,9 @@ def build_model(corpus: Path, work: Path) -> Any:
     return model
 
 
-def load_batches(model: Any, root: Path, tasks: list[str], batch: int, packing: bool, pack_length: int | None) -> list[dict]:
+def load_batches(
+    model: Any, root: Path, tasks: list[str], batch: int, packing: bool, pack_length: int | None
+) -> list[dict]:
     """One epoch of the data module's training batches (length-grouped), decoded and collated."""
     from crabzoo.data.datamodule import AVUIEDataModule
 

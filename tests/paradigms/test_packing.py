@@ -37,14 +37,14 @@ def data_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root
 
 
-def tiny_model(root: Path, tmp_path: Path, adapter: str):
-    """paradigms/tiny/mlp.yaml with ``adapter`` on the LLM, connectors and adapter training, in eval mode (no dropout).
+def tiny_model(root: Path, tmp_path: Path, adapter: str, paradigm: str = "mlp"):
+    """paradigms/tiny/<paradigm>.yaml with ``adapter`` on the LLM, connectors and adapter training, in eval mode.
 
     The trained parameters are moved off their initial values, as after some training steps.
     """
     from crabzoo.inference.loading import model_from_configs
 
-    config = yaml.safe_load((ROOT / "paradigms" / "tiny" / "mlp.yaml").read_text())
+    config = yaml.safe_load((ROOT / "paradigms" / "tiny" / f"{paradigm}.yaml").read_text())
     init = config["model"]["init_args"]
     init["adapter"] = ADAPTERS[adapter]
     init["train_groups"] = ["connector"]
@@ -107,9 +107,11 @@ def test_pack_rows_restart_positions_and_keep_samples_apart():
     assert bool(allowed.any(-1).all())  # no fully masked query row (NaN in SDPA)
 
 
-@pytest.mark.parametrize("adapter", list(ADAPTERS))
-def test_packed_batch_gives_the_unpacked_losses_and_gradients(adapter, data_root, tmp_path):
-    model = tiny_model(data_root, tmp_path, adapter)
+@pytest.mark.parametrize(
+    ("paradigm", "adapter"), [("mlp", "lora"), ("mlp", "ilora"), ("mlp", "ilora-task"), ("interleaved", "ilora")]
+)
+def test_packed_batch_gives_the_unpacked_losses_and_gradients(paradigm, adapter, data_root, tmp_path):
+    model = tiny_model(data_root, tmp_path, adapter, paradigm)
     batch = mixed_batch(model, data_root)
     assert batch["tasks"] == ["ks"] * 3 + ["emotion"] * 3
     ref, ref_grads = loss_and_grads(model, batch)

@@ -310,7 +310,7 @@ class ILoRA(Adapter):
         return torch.stack([loss.float() for loss in losses]).sum() if losses else None
 
     def set_task_ids(self, task_ids: Tensor | None) -> None:
-        """Task id per sample ``(B,)`` for ``task`` routing (layers broadcast it over tokens), or per token ``(B, L)``."""
+        """Task ids for ``task`` routing: per sample ``(B,)`` (broadcast over its tokens) or per token ``(B, L)``."""
         for layer in self.layers.values():
             layer.task_ids = task_ids
 

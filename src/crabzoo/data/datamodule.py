@@ -296,7 +296,9 @@ class AVUIEDataModule(L.LightningDataModule):
         sampler = TaskBatchSampler([s.task for s in samples], self.batch_size, shuffle=shuffle, seed=self.seed)
         return self._batches(DataLoader, samples, sampler)
 
-    def _batches(self, loader_cls: type[DataLoader], samples: list[Sample], sampler: Any, packed: bool = False) -> DataLoader:
+    def _batches(
+        self, loader_cls: type[DataLoader], samples: list[Sample], sampler: Any, packed: bool = False
+    ) -> DataLoader:
         """A ``loader_cls`` over ``samples`` processed by this module's processor, batched by ``sampler``.
 
         The loader draws its per-epoch worker seed from its own generator, not the global one: otherwise each
