@@ -59,4 +59,4 @@ class Adapter(ABC):
         raise NotImplementedError(f"{type(self).__name__} cannot be merged into the base weights")
 
     def set_task_ids(self, task_ids: torch.Tensor | None) -> None:
-        """Per-sample task ids for task-routed adapters (ignored by others)."""
+        """Per-sample ``(B,)`` or per-token ``(B, L)`` task ids for task-routed adapters (ignored by others)."""

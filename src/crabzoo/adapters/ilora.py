@@ -113,7 +113,13 @@ class ILoRALinear(nn.Module):
                     "before the forward"
                 )
             task_ids = self.task_ids.to(x.device)
-            if x.dim() < 2 or x.shape[0] != task_ids.numel():
+            if task_ids.dim() == 2:  # one id per token (packed rows)
+                if tuple(x.shape[:-1]) != tuple(task_ids.shape):
+                    raise CrabzooError(
+                        f"I-LoRA task routing at {self.layer_name or 'a layer'}: input tokens {tuple(x.shape[:-1])} "
+                        f"do not match the per-token task ids {tuple(task_ids.shape)} set by set_task_ids"
+                    )
+            elif x.dim() < 2 or x.shape[0] != task_ids.numel():
                 raise CrabzooError(
                     f"I-LoRA task routing at {self.layer_name or 'a layer'}: input leading dimension "
                     f"{x.shape[0]} does not match the {task_ids.numel()} task ids set by set_task_ids"
@@ -304,7 +310,7 @@ class ILoRA(Adapter):
         return torch.stack([loss.float() for loss in losses]).sum() if losses else None
 
     def set_task_ids(self, task_ids: Tensor | None) -> None:
-        """Task id per sample ``(B,)`` for ``task`` routing; layers broadcast it over tokens."""
+        """Task ids for ``task`` routing: per sample ``(B,)`` (broadcast over its tokens) or per token ``(B, L)``."""
         for layer in self.layers.values():
             layer.task_ids = task_ids
 

@@ -44,9 +44,12 @@ def task_gates(task_logits: Tensor, task_ids: Tensor, x_shape: torch.Size) -> Te
 
     Args:
         task_logits: ``(n_tasks, N)`` learned logits.
-        task_ids: ``(B,)`` task id of each sample.
-        x_shape: Shape of the layer input ``(B, ..., d_in)``.
+        task_ids: ``(B,)`` task id of each sample, or ``(B, L)`` of each token (packed rows, whose samples may
+            come from different tasks).
+        x_shape: Shape of the layer input ``(B, ..., d_in)`` (``(B, L, d_in)`` for per-token ids).
     """
+    if task_ids.dim() == 2:
+        return softmax32(task_logits[task_ids])  # (B, L, N)
     probs = softmax32(task_logits[task_ids])  # (B, N)
     view = (probs.shape[0],) + (1,) * (len(x_shape) - 2) + (probs.shape[1],)
     return probs.view(view).expand(*x_shape[:-1], probs.shape[1])

@@ -38,6 +38,7 @@ class RouterTelemetry:
         self.tasks: list[str] = []
         self._sample_tasks: Tensor | None = None
         self._mask: Tensor | None = None
+        self._token_tasks: Tensor | None = None
         self._sums: dict[str, Tensor] = {}
         self._counts: dict[str, Tensor] = {}
 
@@ -48,27 +49,35 @@ class RouterTelemetry:
     def disable(self) -> None:
         """Stop recording; accumulated sums are kept until :meth:`reset`."""
         self.enabled = False
-        self._sample_tasks, self._mask = None, None
+        self._sample_tasks, self._mask, self._token_tasks = None, None, None
 
     def reset(self) -> None:
         """Forget all accumulated sums."""
         self.tasks, self._sums, self._counts = [], {}, {}
-        self._sample_tasks, self._mask = None, None
+        self._sample_tasks, self._mask, self._token_tasks = None, None, None
 
     def _task_index(self, name: str) -> int:
         if name not in self.tasks:
             self.tasks.append(name)
         return self.tasks.index(name)
 
-    def start(self, task_names_per_sample: list[str], mask: Tensor | None = None) -> None:
+    def start(
+        self, task_names_per_sample: list[str], mask: Tensor | None = None, sample_of_token: Tensor | None = None
+    ) -> None:
         """Declare the task of each sample of the next forward, and optionally which tokens count.
 
         Args:
             task_names_per_sample: One task name per sample of the batch.
             mask: ``(B, L)`` bool/int tensor, true for real tokens (e.g. the attention mask).
+            sample_of_token: For packed rows (several samples per row), the sample index of every token
+                ``(R, L)``, ``-1`` on padding: each token counts for its own sample's task (``mask`` is ignored).
         """
-        self._sample_tasks = torch.tensor([self._task_index(t) for t in task_names_per_sample], dtype=torch.long)
-        self._mask = mask
+        tasks = torch.tensor([self._task_index(t) for t in task_names_per_sample], dtype=torch.long)
+        self._sample_tasks, self._mask = tasks, mask
+        self._token_tasks = None
+        if sample_of_token is not None:
+            self._token_tasks = tasks.to(sample_of_token.device)[sample_of_token.clamp(min=0)]
+            self._mask = sample_of_token >= 0
 
     def _grow(self, layer: str, n_heads: int, device: torch.device) -> tuple[Tensor, Tensor]:
         n_tasks = len(self.tasks)
@@ -91,7 +100,14 @@ class RouterTelemetry:
         gates = gates.detach().to(torch.float64)
         n = gates.shape[-1]
         tasks = self._sample_tasks
-        if tasks is not None and gates.dim() >= 3 and gates.shape[0] == tasks.numel():
+        token_tasks = self._token_tasks
+        if token_tasks is not None and tuple(gates.shape[:-1]) == tuple(token_tasks.shape):
+            weight = self._mask.to(device=gates.device, dtype=gates.dtype).reshape(-1)
+            idx = token_tasks.to(gates.device).reshape(-1)
+            sums, counts = self._grow(layer, n, gates.device)
+            sums.index_add_(0, idx, gates.reshape(-1, n) * weight.unsqueeze(-1))
+            counts.index_add_(0, idx, weight)
+        elif tasks is not None and gates.dim() >= 3 and gates.shape[0] == tasks.numel():
             per_sample = gates.reshape(gates.shape[0], -1, n)
             weight = torch.ones(per_sample.shape[:2], dtype=gates.dtype, device=gates.device)
             mask = self._mask

@@ -30,9 +30,12 @@ class Backbone(nn.Module, ABC):
     Attributes:
         module_group: ``"llm"``; used by freezing, adapter placement and sharding.
         adapter_targets: Default suffixes of the linears that adapters attach to.
+        supports_packing: Whether ``forward`` takes packed rows (a 4D mask from ``packed_attention_mask`` and
+            ``segments``; see :mod:`crabzoo.data.packing`).
     """
 
     module_group: str = "llm"
+    supports_packing: ClassVar[bool] = False
     adapter_targets: ClassVar[tuple[str, ...]] = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 
     @property

@@ -48,6 +48,9 @@ ADAPTER_TARGETS: dict[str, tuple[str, ...]] = {
 }
 """Default adapter target suffixes per ``model_type`` (other types: :data:`PROJECTIONS`, filtered to those present)."""
 
+PACKING_ATTENTION: tuple[str, ...] = ("sdpa", "eager")
+"""Attention implementations that take the additive 4D mask of packed rows."""
+
 MASK_TOKENS: tuple[str, ...] = ("<mask_start>", "<mask_end>")
 """Crab's segmentation wrapper tokens (special)."""
 
@@ -183,6 +186,8 @@ class HFCausalLM(Backbone):
         adapter_targets: Override the default adapter target suffixes.
         seed: Seed of the random initialisation (``config``), and of the embedding rows added for new tokens.
     """
+
+    supports_packing = True
 
     def __init__(
         self,
@@ -350,17 +355,19 @@ class HFCausalLM(Backbone):
         position_ids: Tensor | None = None,
         output_hidden_states: bool = False,
         labels: Tensor | None = None,
+        segments: Tensor | None = None,
     ) -> Tensor | tuple[Tensor, ...]:
         """Logits ``(B, L, V)``; with ``output_hidden_states=True``, ``(logits, last_hidden (B, L, D))``.
 
         ``last_hidden`` is the decoder's final hidden state (after the final norm), e.g. for Crab's mask tokens.
         With ``labels`` ``(B, L)`` no full logits are computed: the result is ``(loss, per_sample)`` of
         :func:`~crabzoo.backbones.loss.supervised_loss` (``(loss, per_sample, last_hidden)`` with
-        ``output_hidden_states=True``).
+        ``output_hidden_states=True``). For packed rows, ``attention_mask`` is :meth:`packed_attention_mask`'s
+        4D mask and ``segments`` (with ``labels``) gives one per-sample loss per packed sample.
         """
         if labels is not None:
             hidden = self.hidden_states(inputs_embeds, attention_mask, position_ids)
-            loss, per_sample = supervised_loss(hidden, labels, self.output_embeddings())
+            loss, per_sample = supervised_loss(hidden, labels, self.output_embeddings(), segments=segments)
             return (loss, per_sample, hidden) if output_hidden_states else (loss, per_sample)
         out = self.model(
             inputs_embeds=inputs_embeds, attention_mask=attention_mask, position_ids=position_ids, use_cache=False,
@@ -369,6 +376,23 @@ class HFCausalLM(Backbone):
         if output_hidden_states:
             return out.logits, out.hidden_states[-1]
         return out.logits
+
+    def packed_attention_mask(self, segments: Tensor, dtype: torch.dtype) -> Tensor:
+        """The block-diagonal causal 4D mask of packed rows (:func:`crabzoo.data.packing.block_causal_mask`).
+
+        Raises:
+            CrabzooError: the model's attention implementation does not take a 4D float mask (only ``sdpa`` and
+                ``eager`` do).
+        """
+        from crabzoo.data.packing import block_causal_mask
+
+        implementation = getattr(self.model.config, "_attn_implementation", None) or "sdpa"
+        if implementation not in PACKING_ATTENTION:
+            raise CrabzooError(
+                f"sequence packing needs attention that takes a 4D mask ({', '.join(PACKING_ATTENTION)}); this "
+                f"backbone uses {implementation!r}: set backbone attn_implementation: sdpa or turn data packing off"
+            )
+        return block_causal_mask(segments, dtype)
 
     def hidden_states(self, inputs_embeds: Tensor, attention_mask: Tensor, position_ids: Tensor | None = None) -> Tensor:
         """Final hidden states ``(B, L, D)`` of the decoder (after its final norm), without the LM head."""

@@ -21,7 +21,12 @@ CHUNK_SIZE = 1024
 
 
 def supervised_loss(
-    hidden: Tensor, labels: Tensor, head: nn.Module, chunk_size: int = CHUNK_SIZE
+    hidden: Tensor,
+    labels: Tensor,
+    head: nn.Module,
+    chunk_size: int = CHUNK_SIZE,
+    segments: Tensor | None = None,
+    num_samples: int | None = None,
 ) -> tuple[Tensor, Tensor]:
     """Next-token cross-entropy over supervised positions.
 
@@ -33,23 +38,31 @@ def supervised_loss(
         labels: Token labels ``(B, L)`` aligned with ``hidden`` (not shifted), ``IGNORE_INDEX`` where unsupervised.
         head: The LM head (``D -> V``).
         chunk_size: Rows per LM-head call; each chunk's logits are upcast to fp32 on their own.
+        segments: For packed rows (:mod:`crabzoo.data.packing`), the sample index of every position ``(B, L)``
+            (``-1`` on padding): per-sample means are then taken per sample, not per row.
+        num_samples: Number of packed samples (default: the largest index in ``segments`` plus one).
 
     Returns:
         ``(mean over supervised tokens, mean per sample (B,))``; a sample without supervised tokens gets 0.
+        With ``segments`` the per-sample means have one entry per packed sample, in sample order.
     """
     shift_labels = labels[:, 1:]
     mask = shift_labels != IGNORE_INDEX
     rows = hidden[:, :-1][mask]
     targets = shift_labels[mask]
-    sample_of_row = mask.nonzero()[:, 0]
+    if segments is None:
+        sample_of_row, n = mask.nonzero()[:, 0], labels.shape[0]
+    else:  # the predicting token and its label share a sample: labels at a sample's first token are ignored
+        sample_of_row = segments[:, 1:][mask]
+        n = int(segments.max()) + 1 if num_samples is None else num_samples
     # at least one (possibly empty) chunk, so the head stays in the graph even without supervised tokens
     losses = [
         F.cross_entropy(head(rows[start : start + chunk_size]).float(), targets[start : start + chunk_size], reduction="none")
         for start in range(0, max(rows.shape[0], 1), chunk_size)
     ]
     token_loss = torch.cat(losses)
-    counts = mask.sum(-1).to(token_loss.dtype)
-    sums = token_loss.new_zeros(labels.shape[0]).index_add(0, sample_of_row, token_loss)
+    counts = torch.bincount(sample_of_row, minlength=n).to(token_loss.dtype)
+    sums = token_loss.new_zeros(n).index_add(0, sample_of_row, token_loss)
     per_sample = sums / counts.clamp(min=1)
     loss = token_loss.sum() / counts.sum().clamp(min=1)
     return loss, per_sample

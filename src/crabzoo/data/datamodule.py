@@ -187,6 +187,12 @@ class AVUIEDataModule(L.LightningDataModule):
         mixing_temperature: ``T`` of ``temperature`` mixing (task share ``∝ n^(1/T)``).
         mixing_weights: Task -> weight for ``weights`` mixing.
         group_by_length: Batch training samples of similar text length together (less padding).
+        packing: Pack each training batch's samples into shared rows after media splicing
+            (:mod:`crabzoo.data.packing`): position ids restart per sample, a block-diagonal causal mask keeps
+            samples apart, per-sample losses and task ids are kept. Validation, testing and generation stay
+            unpacked.
+        pack_length: Row capacity of packing, in LLM positions after splicing (``None``: each batch's longest
+            sample, so no row is longer than the unpacked batch).
     """
 
     def __init__(
@@ -206,6 +212,8 @@ class AVUIEDataModule(L.LightningDataModule):
         mixing_temperature: float = 1.0,
         mixing_weights: dict[str, float] | None = None,
         group_by_length: bool = False,
+        packing: bool = False,
+        pack_length: int | None = None,
     ) -> None:
         super().__init__()
         self.root = Path(root)
@@ -218,6 +226,11 @@ class AVUIEDataModule(L.LightningDataModule):
         self.seed = seed
         self.mixing, self.mixing_temperature, self.mixing_weights = mixing, mixing_temperature, mixing_weights
         self.group_by_length = group_by_length
+        if pack_length is not None and pack_length < 1:
+            raise CrabzooError(
+                f"data.init_args.pack_length must be >= 1 (or null for each batch's longest sample), got {pack_length}"
+            )
+        self.packing, self.pack_length = packing, pack_length
         self.processor: Any = None
         self.splits: dict[str, list[Sample]] = {}
         self.skipped: dict[str, list] = {}
@@ -268,6 +281,12 @@ class AVUIEDataModule(L.LightningDataModule):
             if module is None or not hasattr(module, "make_processor"):
                 raise CrabzooError("AVUIEDataModule needs a crabzoo paradigm model (one with make_processor())")
             self.processor = module.make_processor()
+            if self.packing and not getattr(module, "supports_packing", False):
+                raise CrabzooError(
+                    f"data.init_args.packing: {type(module).__name__} with {type(module.backbone).__name__} does not "
+                    "support sequence packing (the modular and interleaved paradigms with an HFCausalLM backbone do); "
+                    "set data.init_args.packing: false"
+                )
         if stage in (None, "fit") and "train" not in self.splits:
             self.splits["train"] = self._read(self.train_split, self.max_train_per_task)
         if "val" not in self.splits:
@@ -277,17 +296,23 @@ class AVUIEDataModule(L.LightningDataModule):
         sampler = TaskBatchSampler([s.task for s in samples], self.batch_size, shuffle=shuffle, seed=self.seed)
         return self._batches(DataLoader, samples, sampler)
 
-    def _batches(self, loader_cls: type[DataLoader], samples: list[Sample], sampler: Any) -> DataLoader:
+    def _batches(
+        self, loader_cls: type[DataLoader], samples: list[Sample], sampler: Any, packed: bool = False
+    ) -> DataLoader:
         """A ``loader_cls`` over ``samples`` processed by this module's processor, batched by ``sampler``.
 
         The loader draws its per-epoch worker seed from its own generator, not the global one: otherwise each
         epoch start would advance the global generator (dropout), and a run resumed from an epoch-end
-        checkpoint would draw differently from the uninterrupted run.
+        checkpoint would draw differently from the uninterrupted run. With ``packed`` the batches are marked
+        for sequence packing (:class:`~crabzoo.data.packing.PackingCollate`).
         """
+        from crabzoo.data.packing import PackingCollate
+
+        collate = PackingCollate(self.processor.collate, self.pack_length) if packed else self.processor.collate
         return loader_cls(
             SampleDataset(samples, self.processor, strict=self.strict),
             batch_sampler=sampler,
-            collate_fn=self.processor.collate,
+            collate_fn=collate,
             num_workers=self.num_workers,
             persistent_workers=self.num_workers > 0,
             generator=torch.Generator().manual_seed(self.seed),
@@ -299,7 +324,8 @@ class AVUIEDataModule(L.LightningDataModule):
 
         The loader's state (epoch, batches consumed) goes into Lightning checkpoints, so a resumed run continues
         the same epoch order. Length grouping uses the text length (instruction + target) as the proxy: batches
-        hold one task, whose media tokens are the same for every sample.
+        hold one task, whose media tokens are the same for every sample. With ``packing`` each batch's samples
+        are packed into shared rows by the paradigm, after media splicing.
         """
         from crabzoo.data.mixing import ResumableDataLoader, TaskMixingSampler
 
@@ -309,7 +335,7 @@ class AVUIEDataModule(L.LightningDataModule):
             [s.task for s in samples], self.batch_size, mixing=self.mixing, temperature=self.mixing_temperature,
             weights=self.mixing_weights, lengths=lengths, seed=self.seed,
         )
-        return self._batches(ResumableDataLoader, samples, sampler)
+        return self._batches(ResumableDataLoader, samples, sampler, packed=self.packing)
     # --- end of scale hook ----------------------------------------------------------------------------------
 
     def val_dataloader(self) -> DataLoader:

@@ -26,6 +26,7 @@ from crabzoo.backbones.base import Backbone
 from crabzoo.backbones.loss import IGNORE_INDEX
 from crabzoo.connectors.base import ConnectorFactory
 from crabzoo.data.collate import Processor
+from crabzoo.data.packing import PACKING_KEY
 from crabzoo.encoders.base import AudioEncoder, MediaFeatures, VisualEncoder
 from crabzoo.errors import CrabzooError
 
@@ -106,6 +107,9 @@ class AVLLM(L.LightningModule):
 
     stream_connectors: bool = True
     """Whether each encoder stream has its own connector (``False`` for paradigms that fuse the streams)."""
+
+    packs_sequences: bool = True
+    """Whether :meth:`forward` handles packed batches (``False`` for paradigms with their own forward)."""
 
     def __init__(
         self,
@@ -400,10 +404,10 @@ class AVLLM(L.LightningModule):
             result[kind] = [tokens[b][feats.mask[b]].reshape(-1, tokens.shape[-1]) for b in range(tokens.shape[0])]
         return result
 
-    def splice(
+    def splice_rows(
         self, ids: list[Tensor], labels: list[Tensor] | None, media: dict[str, list[Tensor]]
-    ) -> tuple[Tensor, Tensor, Tensor | None]:
-        """Replace each placeholder token by its medium's embeddings and left-pad the batch.
+    ) -> tuple[list[Tensor], list[Tensor] | None]:
+        """Replace each placeholder token by its medium's embeddings, sample by sample (no padding).
 
         Args:
             ids: Per-sample token ids (unpadded).
@@ -411,7 +415,7 @@ class AVLLM(L.LightningModule):
             media: Output of :meth:`media_embeddings`.
 
         Returns:
-            ``inputs_embeds (B, L, D)``, ``attention_mask (B, L)`` and ``labels (B, L)`` (or ``None``).
+            Per sample, its embeddings ``(n_i, D)``, and its labels ``(n_i,)`` (``None`` without ``labels``).
         """
         placeholder_ids = {kind: self.backbone.placeholder_id(kind) for kind in STREAM_OF_KIND}
         rows, row_labels = [], []
@@ -438,6 +442,22 @@ class AVLLM(L.LightningModule):
             if labels is not None:
                 label_pieces.append(labels[b][start:])
                 row_labels.append(torch.cat(label_pieces))
+        return rows, (row_labels if labels is not None else None)
+
+    def splice(
+        self, ids: list[Tensor], labels: list[Tensor] | None, media: dict[str, list[Tensor]]
+    ) -> tuple[Tensor, Tensor, Tensor | None]:
+        """Replace each placeholder token by its medium's embeddings and left-pad the batch.
+
+        Args:
+            ids: Per-sample token ids (unpadded).
+            labels: Per-sample labels aligned with ``ids`` (or ``None`` for generation).
+            media: Output of :meth:`media_embeddings`.
+
+        Returns:
+            ``inputs_embeds (B, L, D)``, ``attention_mask (B, L)`` and ``labels (B, L)`` (or ``None``).
+        """
+        rows, row_labels = self.splice_rows(ids, labels, media)
         length = max(r.shape[0] for r in rows)
         width = rows[0].shape[-1]
         inputs = rows[0].new_zeros(len(rows), length, width)
@@ -462,8 +482,19 @@ class AVLLM(L.LightningModule):
         """The adapter's router telemetry (I-LoRA), or ``None``."""
         return getattr(self.adapter, "telemetry", None)
 
+    @property
+    def supports_packing(self) -> bool:
+        """Whether this paradigm and its backbone train on packed rows (``data.init_args.packing``)."""
+        return self.packs_sequences and getattr(self.backbone, "supports_packing", False)
+
     def forward(self, batch: dict[str, Any]) -> dict[str, Tensor]:
-        """Teacher-forced pass: ``{"loss", "per_sample"}`` (mean token loss per sample)."""
+        """Teacher-forced pass: ``{"loss", "per_sample"}`` (mean token loss per sample).
+
+        A batch marked for packing (:class:`~crabzoo.data.packing.PackingCollate`) goes through
+        :meth:`packed_forward`, with the same result up to float rounding.
+        """
+        if batch.get(PACKING_KEY) is not None:
+            return self.packed_forward(batch, batch[PACKING_KEY].get("pack_length"))
         self._set_task_ids(batch)
         media = self.media_embeddings(batch)
         inputs, attention, labels = self.splice(batch["input_ids"], batch["labels"], media)
@@ -477,6 +508,40 @@ class AVLLM(L.LightningModule):
     def generation_length(self, tasks: Sequence[str]) -> int:
         """New tokens to generate for a batch of these tasks: the longest of their ``task_max_new_tokens``."""
         return max((self.task_max_new_tokens.get(t, self.max_new_tokens) for t in tasks), default=self.max_new_tokens)
+
+    def packed_forward(self, batch: dict[str, Any], pack_length: int | None = None) -> dict[str, Tensor]:
+        """Teacher-forced pass on packed rows: ``{"loss", "per_sample"}``, one per-sample loss per sample, in order.
+
+        Every sample is encoded and spliced on its own, then the samples are packed into rows of at most
+        ``pack_length`` embeddings (:func:`~crabzoo.data.packing.pack_rows`): position ids restart per sample,
+        a block-diagonal causal mask keeps samples apart, and I-LoRA's task ids and router telemetry follow
+        each token's sample. Training only: :meth:`generate` keeps one left-padded row per sample.
+
+        Raises:
+            CrabzooError: the paradigm or its backbone does not support packing.
+        """
+        from crabzoo.data.packing import pack_rows
+
+        if not self.supports_packing:
+            raise CrabzooError(
+                f"{type(self).__name__} with {type(self.backbone).__name__} does not support sequence packing; "
+                "set data.init_args.packing: false"
+            )
+        self._set_task_ids(batch)  # per sample, for adapters inside the encoders
+        media = self.media_embeddings(batch)
+        rows, row_labels = self.splice_rows(batch["input_ids"], batch["labels"], media)
+        packed = pack_rows(rows, row_labels, pack_length)
+        if self.adapter is not None:
+            index = {name: i for i, name in enumerate(self.task_names)}
+            sample_tasks = torch.tensor([index.get(t, 0) for t in batch["tasks"]], device=packed.segments.device)
+            self.adapter.set_task_ids(sample_tasks[packed.segments.clamp(min=0)])  # per token of the packed rows
+        if self.telemetry is not None and self.telemetry.enabled:
+            self.telemetry.start(list(batch["tasks"]), sample_of_token=packed.segments)
+        attention = self.backbone.packed_attention_mask(packed.segments, packed.inputs.dtype)
+        loss, per_sample = self.backbone(
+            packed.inputs, attention, packed.positions, labels=packed.labels, segments=packed.segments
+        )
+        return {"loss": loss, "per_sample": per_sample}
 
     @torch.no_grad()
     def generate(self, batch: dict[str, Any], max_new_tokens: int | None = None) -> list[str]:

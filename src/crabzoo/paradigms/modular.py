@@ -194,6 +194,8 @@ class SegmentationAVLLM(AVLLM):
         mask_protocol: ``avsbench`` or ``crab_plus`` mask scores (see :class:`~crabzoo.paradigms.base.AVLLM`).
     """
 
+    packs_sequences = False  # the mask tokens' hidden states are read at left-padded positions
+
     def __init__(
         self,
         backbone: Backbone,

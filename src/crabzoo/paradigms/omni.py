@@ -218,6 +218,7 @@ class OmniAVLLM(AVLLM):
     """
 
     stream_connectors = False
+    packs_sequences = False  # the thinker splices raw media itself, with its own multimodal positions
 
     def __init__(
         self,
