@@ -340,7 +340,7 @@ class Answerer:
 
     # ------------------------------------------------------------------ lengths
     def context_length(self) -> int | None:
-        """Positions the LLM attends over (``max_position_embeddings`` of its transformers config; ``None``: unknown)."""
+        """Positions the LLM attends over: ``max_position_embeddings`` of its transformers config (``None``: unknown)."""
         from transformers import GenerationMixin
 
         hf = next((m for m in self.model.backbone.modules() if isinstance(m, GenerationMixin)), None)
@@ -368,7 +368,7 @@ class Answerer:
         return int(inputs.shape[1]) - int(item["prompt_ids"].shape[0])
 
     def prompt_length(self, prompt: str, history: Sequence[dict[str, str]], media_positions: int, **media: Any) -> int:
-        """Positions of a question's prompt in the LLM: its tokens plus ``media_positions`` (see :meth:`media_positions`).
+        """Positions of a question's prompt in the LLM: its tokens plus ``media_positions`` (:meth:`media_positions`).
 
         Only the text is tokenized (the media are not read again), except for the omni processor, whose prompt
         is rebuilt with its media.
