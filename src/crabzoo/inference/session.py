@@ -340,7 +340,7 @@ class Answerer:
 
     # ------------------------------------------------------------------ lengths
     def context_length(self) -> int | None:
-        """Positions the LLM attends over: ``max_position_embeddings`` of its transformers config (``None``: unknown)."""
+        """The LLM's context: ``max_position_embeddings`` of its transformers config (``None``: unknown)."""
         from transformers import GenerationMixin
 
         hf = next((m for m in self.model.backbone.modules() if isinstance(m, GenerationMixin)), None)
