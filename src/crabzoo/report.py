@@ -117,6 +117,8 @@ class ReportCallback(L.Callback):
         from crabzoo.data.skips import print_summary
 
         skipped = self._gather_skips(stage)
+        # Trainer.log_dir broadcasts rank 0's folder: read it on every rank, or rank 0 waits for the others forever
+        run_dir = Path(trainer.log_dir or trainer.default_root_dir)
         if not trainer.is_global_zero:
             return
         results = getattr(module, "results", None)
@@ -124,7 +126,6 @@ class ReportCallback(L.Callback):
             print_summary(stage, skipped)
             return
         rows = build_rows(results, getattr(module, "chance", None))
-        run_dir = Path(trainer.log_dir or trainer.default_root_dir)
         protocols = {t: p for t, p in (getattr(module, "protocols", None) or {}).items() if t in results}
         table = markdown_table(rows) + protocols_markdown(protocols)
         payload = {"stage": stage, "global_step": trainer.global_step, "results": results, "rows": rows,

@@ -127,6 +127,50 @@ def test_unreadable_media_fails_before_the_first_question(ckpt, clip, tmp_path, 
     assert "cannot decode video" in err
 
 
+def with_context(ckpt: Path, positions: int) -> Path:
+    """A copy of ``ckpt`` (same run folder) whose stored model configuration gives the LLM ``positions`` positions."""
+    import torch
+
+    data = torch.load(ckpt, map_location="cpu", weights_only=True)
+    data["hyper_parameters"]["backbone"]["init_args"]["config"]["max_position_embeddings"] = positions
+    out = ckpt.with_name(f"context-{positions}.ckpt")
+    torch.save(data, out)
+    return out
+
+
+def prompt_positions(answerer, clip: Clip, question: str, history=()) -> int:
+    """Positions of the spliced prompt the model generates from (its prompt ids, media embeddings spliced in)."""
+    import torch
+
+    item = answerer.build(question, video=str(clip.video), audio=str(clip.audio), history=list(history))
+    batch = answerer.collate([item])
+    with torch.inference_mode():
+        inputs, _, _ = answerer.model.splice(batch["prompt_ids"], None, answerer.model.media_embeddings(batch))
+    return int(inputs.shape[1])
+
+
+def test_piped_conversation_over_the_context_drops_the_oldest_exchanges(ckpt, answerer, clip, expected, monkeypatch):
+    q3 = "Describe the clip in one sentence."
+    first = [{"role": "user", "content": Q1}, {"role": "assistant", "content": expected["a1"]}]
+    both = first + [{"role": "user", "content": Q2}, {"role": "assistant", "content": expected["a2"]}]
+    # a context that holds Q3 after the first exchange, but not after both
+    context = prompt_positions(answerer, clip, q3, first) + MAX_NEW_TOKENS
+    assert prompt_positions(answerer, clip, Q2, first) + MAX_NEW_TOKENS <= context
+    assert prompt_positions(answerer, clip, q3, both) + MAX_NEW_TOKENS > context
+    a3 = generate(answerer, clip, q3, history=first)  # the second exchange dropped, the first (with the media) kept
+    assert a3 not in (generate(answerer, clip, q3, history=both), generate(answerer, clip, q3))
+    too_long = " ".join(["Tell me everything about the clip."] * 40)
+    small = with_context(ckpt, context)
+    stdin = "\n".join([Q1, Q2, q3, too_long, Q1]) + "\n"
+    code, writes, err = run_chat_in_process(model_args(small, clip), stdin, monkeypatch)
+    assert code == 2
+    assert "".join(writes).split("\n") == [one_line(expected["a1"]), one_line(expected["a2"]), one_line(a3), ""]
+    notes = err.strip().splitlines()
+    assert notes[0] == f"(dropped the 1 oldest exchange to fit the LLM's context of {context} positions)"
+    assert len(notes) == 2 and notes[1].startswith("crabzoo chat: error: the question and the media take ")
+    assert f"over the LLM's context of {context}; ask a shorter question" in notes[1]
+
+
 ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]|\x1b[=>]")
 
 

@@ -1,6 +1,6 @@
 """One rank of a 2-process CPU (gloo) run, started by test_distributed.py with LOCAL_RANK/WORLD_SIZE/MASTER_PORT.
 
-Usage: python dist_worker.py {fsdp2|ddp} OUT_DIR. Rank 0 writes OUT_DIR/result.json.
+Usage: python dist_worker.py {fsdp2|ddp|report} OUT_DIR. Rank 0 writes OUT_DIR/result.json.
 """
 
 from __future__ import annotations
@@ -109,9 +109,33 @@ def ddp(out: Path) -> dict:
     return {"losses": model.losses, "ranks_equal": bool(torch.equal(gathered[0], gathered[1]))}
 
 
+class Reported(TinyAV):
+    """TinyAV holding a per-task results table, as a paradigm does after validation."""
+
+    results = {"ks": {"accuracy": 0.5, "n_total": 2.0, "n_parsed": 1.0}}
+
+
+def report(out: Path) -> dict:
+    """A 1-step DDP fit whose ReportCallback writes the table into the logger's folder; nothing collective after."""
+    from lightning.pytorch.loggers import CSVLogger
+
+    from crabzoo.report import ReportCallback
+
+    L.seed_everything(0)
+    fit = L.Trainer(
+        accelerator="cpu", devices=2, strategy="ddp", max_steps=1, callbacks=[ReportCallback()],
+        logger=CSVLogger(str(out / "logs"), name="run"), enable_checkpointing=False, enable_progress_bar=False,
+        enable_model_summary=False, use_distributed_sampler=False, default_root_dir=str(out), num_sanity_val_steps=0,
+    )
+    fit.fit(Reported(), loader(TokenTasks(n=16)))
+    written = sorted(str(p.relative_to(out)) for p in out.rglob("results.*"))
+    table = json.loads((out / "logs" / "run" / "version_0" / "results.json").read_text()) if written else {}
+    return {"written": written, "global_step": table.get("global_step"), "results": table.get("results")}
+
+
 if __name__ == "__main__":
     torch.set_num_threads(1)
     scenario, out = sys.argv[1], Path(sys.argv[2])
-    result = {"fsdp2": fsdp2, "ddp": ddp}[scenario](out)
+    result = {"fsdp2": fsdp2, "ddp": ddp, "report": report}[scenario](out)
     if int(os.environ.get("LOCAL_RANK", "0")) == 0:
         (out / "result.json").write_text(json.dumps(result))

@@ -1,5 +1,5 @@
 """2-process CPU runs over gloo: FSDP2 through ModelParallelStrategy (fit, sharded checkpoint, resume, adapter
-gradients, adapter export) and DDP."""
+gradients, adapter export), DDP, and the results table written at the end of a DDP fit."""
 
 from __future__ import annotations
 
@@ -36,3 +36,11 @@ def test_ddp_fit(tmp_path):
     r = launch("ddp", tmp_path)
     assert len(r["losses"]) == 3 and all(math.isfinite(x) for x in r["losses"])
     assert r["ranks_equal"]
+
+
+def test_ddp_fit_writes_the_results_table_without_hanging(tmp_path):
+    # Trainer.log_dir is a broadcast from rank 0: read on rank 0 alone, rank 0 would wait for rank 1, which has
+    # already left the fit (the launch fails with its timeout or a closed connection)
+    r = launch("report", tmp_path, timeout=120)
+    assert r["written"] == ["logs/run/version_0/results.json", "logs/run/version_0/results.md"]
+    assert r["global_step"] == 1 and r["results"] == {"ks": {"accuracy": 0.5, "n_total": 2.0, "n_parsed": 1.0}}

@@ -17,6 +17,10 @@ In a terminal the prompt ``you> `` is shown (with line editing when ``readline``
 one turn is reported and the chat goes on. With piped input nothing but answers reaches stdout: one line per
 question or ``/task`` line (line breaks inside an answer are written as ``\\n``), blank lines are skipped, and the
 first error ends the run with one line on stderr and exit status 2.
+
+The conversation, the media and the answer must fit the LLM's context (``max_position_embeddings``): when the
+next question would not, the oldest exchanges are dropped (the first one, which the media came with, last) and
+one line says so (on stderr when piped). A question that does not fit even alone is an error.
 """
 
 from __future__ import annotations
@@ -58,17 +62,57 @@ class Conversation:
         self.media = {"video": video, "audio": audio, "image": image}
         self.max_new_tokens = max_new_tokens
         self.history: list[dict[str, str]] = []
+        self.context = answerer.context_length()
+        self.media_positions = 0
+
+    @property
+    def answer_tokens(self) -> int:
+        """Tokens each answer may take (``max_new_tokens``, else the model's)."""
+        return int(self.max_new_tokens or self.answerer.model.max_new_tokens)
 
     def check_media(self) -> None:
-        """Decode the media once, so that an unreadable file fails before the first question.
+        """Decode (and encode) the media once, so that an unreadable file fails before the first question.
 
         Raises:
             CrabzooError: ``"FILE: reason"``.
         """
-        self.answerer.build("?", **self.media)
+        item = self.answerer.build("?", **self.media)
+        if self.context is not None:
+            self.media_positions = self.answerer.media_positions(item)
+
+    def fit_history(self, question: str) -> int:
+        """Drop the oldest exchanges until ``question``, the history and an answer fit the LLM's context.
+
+        The first exchange (the question the media came with) goes last; the media themselves always stay (they
+        sit in the first user turn, whichever it is). Returns the number of exchanges dropped.
+
+        Raises:
+            CrabzooError: the question and the media alone, plus an answer, exceed the context (the history is
+                kept as it was).
+        """
+        if self.context is None:
+            return 0
+        history = list(self.history)
+        dropped = 0
+        while True:
+            need = self.answerer.prompt_length(question, history, self.media_positions, **self.media)
+            if need + self.answer_tokens <= self.context:
+                self.history = history
+                return dropped
+            if not history:
+                raise CrabzooError(
+                    f"the question and the media take {need} positions and the answer up to {self.answer_tokens} more, "
+                    f"over the LLM's context of {self.context}; ask a shorter question (or lower --max_new_tokens)"
+                )
+            first = 2 if len(history) > 2 else 0
+            del history[first : first + 2]
+            dropped += 1
 
     def ask(self, question: str) -> Iterator[str]:
-        """Pieces of the answer to ``question`` as they are generated; the turn joins the history at the end."""
+        """Pieces of the answer to ``question`` as they are generated; the turn joins the history at the end.
+
+        Call :meth:`fit_history` first when the conversation may have outgrown the LLM's context.
+        """
         item = self.answerer.build(question, history=self.history, **self.media)
         pieces = []
         for piece in self.answerer.stream(item, self.max_new_tokens):
@@ -118,6 +162,13 @@ def turn(conversation: Conversation, line: str, out: TextIO, interactive: bool) 
     if not text:
         return True
     if not text.startswith("/"):
+        dropped = conversation.fit_history(text)
+        if dropped:
+            note.write(
+                f"(dropped the {dropped} oldest exchange{'s' if dropped > 1 else ''} to fit the LLM's context of "
+                f"{conversation.context} positions)\n"
+            )
+            note.flush()
         for piece in conversation.ask(text):
             out.write(piece if interactive else piece.replace("\r", "\\r").replace("\n", "\\n"))
             out.flush()

@@ -263,6 +263,13 @@ class Answerer:
         system = getattr(self.processor, "system_prompt", None)
         return ([{"role": "system", "content": system}] if system else []) + turns
 
+    def prompt_ids(self, sample: Sample, task: Any, history: Sequence[dict[str, str]] = ()) -> list[int]:
+        """Token ids of a (standard processor) sample's prompt, one placeholder per medium; no media are read."""
+        if not history and task.media:  # the training path itself
+            return list(self.processor.prompt_ids(sample, task))
+        text = self.model.backbone.render(self.messages(sample, task, history), add_generation_prompt=True)
+        return list(self.tokenizer(text, add_special_tokens=False)["input_ids"])
+
     def item(self, sample: Sample, task: Any, history: Sequence[dict[str, str]] | None = None) -> dict[str, Any]:
         """One item for the processor's ``collate`` (prompt ids and decoded, preprocessed media).
 
@@ -278,11 +285,7 @@ class Answerer:
         try:
             if self.omni:
                 return self._omni_item(sample, task, history)
-            if not history and task.media:  # the training path itself
-                prompt = self.processor.prompt_ids(sample, task)
-            else:
-                text = self.model.backbone.render(self.messages(sample, task, history), add_generation_prompt=True)
-                prompt = self.tokenizer(text, add_special_tokens=False)["input_ids"]
+            prompt = self.prompt_ids(sample, task, history)
             media = self.processor.media(sample, task) if task.media else {}
         except MediaError as err:
             raise CrabzooError(f"{err.path}: {err.reason}") from None
@@ -334,6 +337,47 @@ class Answerer:
         """
         sample, task_obj = self.sample(prompt, video=video, audio=audio, image=image, task=task)
         return self.item(sample, task_obj, history)
+
+    # ------------------------------------------------------------------ lengths
+    def context_length(self) -> int | None:
+        """The LLM's context: ``max_position_embeddings`` of its transformers config (``None``: unknown)."""
+        from transformers import GenerationMixin
+
+        hf = next((m for m in self.model.backbone.modules() if isinstance(m, GenerationMixin)), None)
+        config = getattr(hf, "config", None)
+        if config is None:
+            return None
+        text = config.get_text_config() if hasattr(config, "get_text_config") else config
+        value = getattr(text, "max_position_embeddings", None)
+        return int(value) if value else None
+
+    def media_positions(self, item: dict[str, Any]) -> int:
+        """Positions the media of an item add to its prompt ids (their embeddings minus the placeholders they replace).
+
+        Runs the encoders and connectors once. The omni processor's ids already hold one token per media
+        position, so for it this is 0.
+        """
+        import torch
+
+        if self.omni:
+            return 0
+        batch = self.collate([item])
+        with torch.inference_mode():
+            self.model._set_task_ids(batch)
+            inputs, _, _ = self.model.splice(batch["prompt_ids"], None, self.model.media_embeddings(batch))
+        return int(inputs.shape[1]) - int(item["prompt_ids"].shape[0])
+
+    def prompt_length(self, prompt: str, history: Sequence[dict[str, str]], media_positions: int, **media: Any) -> int:
+        """Positions of a question's prompt in the LLM: its tokens plus ``media_positions`` (:meth:`media_positions`).
+
+        Only the text is tokenized (the media are not read again), except for the omni processor, whose prompt
+        is rebuilt with its media.
+        """
+        if self.omni:
+            item = self.build(prompt, history=list(history), **media)
+            return int(item["inputs"]["input_ids"].shape[-1])
+        sample, task = self.sample(prompt, **media)
+        return len(self.prompt_ids(sample, task, history)) + media_positions
 
     # ------------------------------------------------------------------ generation
     def collate(self, samples: list[dict[str, Any]]) -> dict[str, Any]:

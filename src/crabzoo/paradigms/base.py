@@ -719,10 +719,12 @@ class AVLLM(L.LightningModule):
         if self.telemetry is None:
             return
         self.telemetry.disable()
-        if self._trainer is not None and self.trainer.is_global_zero and not self.trainer.sanity_checking:
-            from pathlib import Path
+        if self._trainer is None or self.trainer.sanity_checking:
+            return
+        from pathlib import Path
 
-            run_dir = Path(self.trainer.log_dir or self.trainer.default_root_dir)
+        run_dir = Path(self.trainer.log_dir or self.trainer.default_root_dir)  # log_dir broadcasts: every rank reads it
+        if self.trainer.is_global_zero:
             self.telemetry.save(run_dir / "router_telemetry" / f"step={self.global_step:06d}.json")
 
     def on_test_epoch_end(self) -> None:

@@ -138,9 +138,9 @@ class StageWeights(L.Callback):
         from crabzoo.distributed import full_tensor
 
         state = {n: full_tensor(p.detach()).cpu().contiguous().clone() for n, p in pl_module.named_parameters() if p.requires_grad}
+        folder = Path(trainer.log_dir or trainer.default_root_dir)  # log_dir broadcasts: every rank reads it
         if not trainer.is_global_zero:
             return
-        folder = Path(trainer.log_dir or trainer.default_root_dir)
         folder.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{self.filename}.tmp-")
         os.close(fd)
