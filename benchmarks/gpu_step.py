@@ -6,6 +6,11 @@ encoder features (CLIP ViT-L/14 width, 256 tokens per sample, as with the featur
 :func:`crabzoo.distributed.shard_model` (bf16 compute, fp32 gradient reduction), AdamW on the trainable
 parameters. It times ``--steps`` steps after ``--warmup`` and prints a table with tokens/s and MFU.
 
+Only the last ``--supervised`` share of each sample's text tokens carries labels (an AV-LLM's answer). The loss
+runs on ``--loss supervised`` (crabzoo's path: the LM head and the fp32 cross-entropy on the supervised positions
+only, :func:`crabzoo.backbones.loss.supervised_loss`) or ``--loss full`` (the LM head over every position, all
+logits upcast to fp32, :func:`crabzoo.backbones.loss.full_logits_loss`). ``--json PATH`` also writes the table.
+
 MFU uses the conventional ``6·N`` FLOPs per token plus causal attention (``6·L·d·S``), N = parameters without
 embeddings, over the GPU's dense bf16 peak (H100 SXM / H200: 989 TFLOP/s). With a frozen base the backward
 skips the base weight gradients, so the executed FLOPs are ~2/3 of this figure.
@@ -14,12 +19,15 @@ Usage (one command, about 2 minutes on an H100)::
 
     python benchmarks/gpu_step.py                 # 0.5B, batch 8 x 2048 tokens
     python benchmarks/gpu_step.py --size 1.5b --batch 4
+    python benchmarks/gpu_step.py --loss full     # the same step with full fp32 logits
     python benchmarks/gpu_step.py --tiny          # CPU smoke run of the same code path (no MFU)
+    python benchmarks/gpu_check.py                # every GPU check of the project in one table
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import socket
 import sys
@@ -70,12 +78,15 @@ class Paradigm(nn.Module):
     def module_groups(self) -> dict[str, nn.Module]:
         return {"llm": self.backbone, "connector": nn.ModuleList([self.connector])}
 
-    def forward(self, media: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
+    def forward(self, media: torch.Tensor, ids: torch.Tensor, labels: torch.Tensor, loss: str = "supervised") -> torch.Tensor:
+        from crabzoo.backbones.loss import full_logits_loss, supervised_loss
+
         lm = self.backbone.model
         embeds = torch.cat([self.connector(media), lm.get_input_embeddings()(ids)], dim=1)
         hidden = lm.model(inputs_embeds=embeds, use_cache=False).last_hidden_state[:, media.shape[1] :]
-        logits = lm.lm_head(hidden[:, :-1])
-        return nn.functional.cross_entropy(logits.flatten(0, 1).float(), ids[:, 1:].flatten())
+        if loss == "full":
+            return full_logits_loss(lm.lm_head(hidden), labels)[0]
+        return supervised_loss(hidden, labels, lm.lm_head)[0]
 
 
 def free_port() -> int:
@@ -94,6 +105,9 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--activation-checkpointing", action="store_true")
+    parser.add_argument("--loss", choices=["supervised", "full"], default="supervised", help="loss path (see above)")
+    parser.add_argument("--supervised", type=float, default=0.05, help="share of text tokens with labels")
+    parser.add_argument("--json", help="also write the table as JSON to this path")
     parser.add_argument("--tiny", action="store_true", help="CPU smoke run with a tiny config")
     args = parser.parse_args()
 
@@ -125,10 +139,14 @@ def main() -> None:
     opt = torch.optim.AdamW(params, lr=1e-4, fused=cuda)
     media = torch.randn(args.batch, MEDIA_TOKENS if not args.tiny else 4, MEDIA_DIM, device=device)
     ids = torch.randint(0, config["vocab_size"], (args.batch, args.seq), device=device)
+    from crabzoo.backbones.loss import IGNORE_INDEX
+
+    labels = ids.clone()
+    labels[:, : args.seq - max(2, round(args.supervised * args.seq))] = IGNORE_INDEX  # the answer: the last tokens
     tokens_per_step = args.batch * (args.seq + media.shape[1])
 
     def step() -> float:
-        loss = model(media, ids)
+        loss = model(media, ids, labels, args.loss)
         loss.backward()
         opt.step()
         opt.zero_grad(set_to_none=True)
@@ -155,6 +173,7 @@ def main() -> None:
         ("model", f"{'tiny' if args.tiny else args.size} Qwen2-shaped, {n_total / 1e6:.0f}M params w/o embeddings"),
         ("trainable (I-LoRA + connector)", f"{n_train / 1e6:.1f}M"),
         ("batch x (media + text) tokens", f"{args.batch} x ({media.shape[1]} + {args.seq})"),
+        ("loss path", f"{args.loss} ({args.supervised:.0%} of text tokens supervised)"),
         ("step time", f"{seconds * 1e3:.0f} ms"),
         ("tokens/s", f"{tps:,.0f}"),
         ("model TFLOP/s (6N + attention)", f"{flops_token * tps / 1e12:.1f}"),
@@ -165,6 +184,11 @@ def main() -> None:
     width = max(len(k) for k, _ in rows)
     for key, value in rows:
         print(f"{key:<{width}}  {value}")
+    if args.json:
+        numbers = {"tokens_per_s": tps, "step_s": seconds, "mfu": flops_token * tps / peak if peak else None,
+                   "peak_gib": torch.cuda.max_memory_allocated() / 2**30 if cuda else None}
+        with open(args.json, "w") as fh:
+            json.dump({"rows": rows, **numbers}, fh, indent=2)
     torch.distributed.destroy_process_group()
 
 
