@@ -146,9 +146,10 @@ def test_eval_step_scores_an_all_skipped_batch_and_training_makes_no_step(monkey
     batch = Processor.collate([skipped_item(s, f"{i}.mp4", "cannot decode video") for i, s in enumerate(samples)])
     logged: list[tuple[str, float]] = []
     module = SimpleNamespace(
-        generate_val=True, val_metrics={}, _truths={"ks": []}, device=torch.device("cpu"),
+        generate_val=True, val_metrics={}, _truths={"ks": []}, device=torch.device("cpu"), mask_protocol="avsbench",
         log=lambda name, value, **kw: logged.append((name, value)),
     )
+    module.make_metric = lambda task: AVLLM.make_metric(module, task)
     module._score_skipped = lambda b: AVLLM._score_skipped(module, b)
     module._log_skipped = lambda b: AVLLM._log_skipped(module, b)
     AVLLM._eval_step(module, batch, "test")  # no forward pass: the batch holds no decodable sample
