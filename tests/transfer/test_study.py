@@ -126,3 +126,11 @@ def test_whole_seeds_come_first_and_runs_count_samples_seen(tmp_path):
     assert at == list(range(at[0], at[0] + 3))  # one paradigm's single-task runs of a seed are neighbours...
     assert [runs[i].tasks for i in at] == [("ks",), ("ave",), ("a2v",)]  # ...and encode different clips
     assert "--trainer.callbacks+=crabzoo.monitor.TaskCounter" in runs[0].command
+
+
+def test_arguments_after_double_dash_reach_every_run(tmp_path, capsys):
+    from crabzoo.transfer.cli import main
+
+    main(["--config", str(study_file(tmp_path)), "--dry-run", "--", "--trainer.accelerator", "gpu"])
+    lines = [ln for ln in capsys.readouterr().out.splitlines() if ln.startswith("crabzoo fit")]
+    assert len(lines) == 20 and all(ln.endswith("--trainer.accelerator gpu") for ln in lines)

@@ -8,10 +8,16 @@ from pathlib import Path
 
 
 def main(argv: list[str]) -> None:
-    """``crabzoo transfer --config STUDY.yaml [--dry-run | --emit slurm | --report-only] [--retry-failed]``."""
+    """``crabzoo transfer --config STUDY.yaml [--dry-run | --emit slurm | --report-only] [--retry-failed] [-- FIT ARGS]``."""
+    extra: list[str] = []
+    if "--" in argv:
+        at = argv.index("--")
+        argv, extra = argv[:at], argv[at + 1 :]
     parser = argparse.ArgumentParser(
         prog="crabzoo transfer",
         description="Train single-task and multi-task models per paradigm and report the transfer.",
+        epilog="Arguments after `--` are added to every run's `crabzoo fit` command, e.g. "
+        "`crabzoo transfer --config STUDY.yaml -- --trainer.accelerator gpu` runs the same study on GPUs.",
     )
     parser.add_argument("--config", required=True, help="study YAML (see recipes/transfer/)")
     parser.add_argument("--dry-run", action="store_true", help="print the runs as `crabzoo fit` command lines and exit")
@@ -28,6 +34,7 @@ def main(argv: list[str]) -> None:
     from crabzoo.transfer.study import StudyConfig, build_runs, execute, run_status, save_plan
 
     config = StudyConfig.from_yaml(args.config)
+    config.args = [*config.args, *extra]
     runs = build_runs(config)
     if args.only:
         runs = [r for r in runs if args.only in r.label]
