@@ -411,6 +411,10 @@ def budget_rows(runs: list[Any]) -> list[dict[str, Any]]:
     return out
 
 
+def _millions(n: int | None) -> str:
+    return f"{n / 1e6:.2f} M" if n is not None else "–"
+
+
 def _budgets_markdown(rows: list[dict[str, Any]]) -> str:
     if not rows:
         return ""
@@ -420,11 +424,10 @@ def _budgets_markdown(rows: list[dict[str, Any]]) -> str:
     out += ["|---|---|---:|---:|---:|---:|" + "---:|" * len(tasks)]
     for r in rows:
         p = r["trainable_parameters"]
-        fmt = lambda n: f"{n / 1e6:.2f} M" if n is not None else "–"  # noqa: E731
         steps = r["steps"]
         per_run = f"{steps['all']:.0f}" if "all" in steps else (f"{_mean(list(steps.values())):.0f} (each task)" if steps else "–")
         out.append(
-            f"| {r['paradigm']} | {r['regime']} | {fmt(p.get('llm'))} | {fmt(p.get('connector'))} | {fmt(p.get('total'))} | {per_run} | "
+            f"| {r['paradigm']} | {r['regime']} | {_millions(p.get('llm'))} | {_millions(p.get('connector'))} | {_millions(p.get('total'))} | {per_run} | "
             + " | ".join(f"{r['seen'].get(t, 0):.0f}" for t in tasks) + " |"
         )
     return "\n".join(["", *out, ""]) + "\n"
