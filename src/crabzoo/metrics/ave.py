@@ -15,7 +15,7 @@ import numpy as np
 from torch import Tensor
 
 from crabzoo.errors import CrabzooError
-from crabzoo.metrics.base import BenchmarkMetric, as_float, check_lengths, field, is_unparsed, normalize_text
+from crabzoo.metrics.base import BenchmarkMetric, PrimaryTerms, as_float, check_lengths, field, is_unparsed, normalize_text
 
 BACKGROUND = "background"
 """Label of a segment without an audio-visual event."""
@@ -107,3 +107,8 @@ class AVESegmentAccuracy(BenchmarkMetric):
         rows = self._all_rows()
         total = float(rows[:, 1].sum())
         return {"accuracy": as_float(float(rows[:, 0].sum()) / total if total else 0.0), **self._counts()}
+
+    def primary_terms(self) -> PrimaryTerms:
+        """Correct segments over segments, per clip: the accuracy pools them."""
+        rows = self._all_rows().cpu().numpy()
+        return PrimaryTerms.per_sample(rows[:, 0], rows[:, 1])

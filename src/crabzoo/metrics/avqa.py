@@ -16,7 +16,7 @@ from typing import Any, ClassVar
 from torch import Tensor
 
 from crabzoo.errors import CrabzooError
-from crabzoo.metrics.base import BenchmarkMetric, as_float, check_lengths, field, is_unparsed, normalize_text
+from crabzoo.metrics.base import BenchmarkMetric, PrimaryTerms, as_float, check_lengths, field, is_unparsed, normalize_text
 
 QUESTION_TYPES: dict[tuple[str, str], str] = {
     ("audio", "counting"): "A-Count",
@@ -135,3 +135,7 @@ class MusicAVQAMetric(BenchmarkMetric):
         scores.setdefault("Avg", 0.0)
         order = ["Avg", "Audio", "Visual", "AV", *QUESTION_TYPES.values()]
         return {**{k: as_float(scores[k]) for k in order if k in scores}, **self._counts()}
+
+    def primary_terms(self) -> PrimaryTerms:
+        """Per-question correctness: ``Avg`` is their mean."""
+        return PrimaryTerms.per_sample([float(bool(r[1])) for r in self._all_records()])

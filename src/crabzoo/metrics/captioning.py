@@ -52,7 +52,7 @@ import numpy as np
 from torch import Tensor
 
 from crabzoo.errors import CrabzooError
-from crabzoo.metrics.base import BenchmarkMetric, as_float, check_lengths, field, is_unparsed
+from crabzoo.metrics.base import BenchmarkMetric, PrimaryTerms, as_float, check_lengths, field, is_unparsed
 
 PUNCTUATION: frozenset[str] = frozenset(
     ["''", "'", "``", "`", "-LRB-", "-RRB-", "-LCB-", "-RCB-", ".", "?", "!", ",", ":", "-", "--", "...", ";"]
@@ -508,3 +508,15 @@ class CaptionMetric(BenchmarkMetric):
         if self.meteor:
             out["meteor"] = as_float(meteor(gts, res, jar=self.meteor_jar, timeout=self.meteor_timeout)[0])
         return {**out, **self._counts()}
+
+    def primary_terms(self) -> PrimaryTerms | None:
+        """Per-caption CIDEr-D with the document frequencies of all captions held (not exact on a resample).
+
+        The corpus CIDEr-D is the mean of these; a resample keeps the full set's document frequencies, where
+        recomputing would take the resample's (duplicated captions count their n-grams again).
+        """
+        records = self._all_records()
+        if not records:
+            return None
+        per_item = cider_d({i: r[1] for i, r in enumerate(records)}, {i: [r[0]] for i, r in enumerate(records)})[1]
+        return PrimaryTerms.per_sample(per_item, exact=False)

@@ -26,7 +26,7 @@ from typing import Any, ClassVar
 from torch import Tensor
 
 from crabzoo.errors import CrabzooError
-from crabzoo.metrics.base import BenchmarkMetric, as_float, check_lengths, field, is_unparsed, normalize_text
+from crabzoo.metrics.base import BenchmarkMetric, PrimaryTerms, as_float, check_lengths, field, is_unparsed, normalize_text
 
 _UNPARSED = "\x00unparsed"  # sentinel label that no real label can equal
 
@@ -146,3 +146,9 @@ class ClassificationMetric(BenchmarkMetric):
             "war": as_float(weighted_average_recall(preds, targets)),
             **self._counts(),
         }
+
+    def primary_terms(self) -> PrimaryTerms | None:
+        """Per-sample correctness when the primary score is ``accuracy`` (F1 and UAR are not ratios of sums)."""
+        if self.primary != "accuracy":
+            return None
+        return PrimaryTerms.per_sample([float(r[0] is not None and r[0] == r[1]) for r in self._all_records()])

@@ -16,6 +16,7 @@ Masks are kept bit-packed (224 x 224 -> 6.3 kB per frame) in process-synced ``ca
 
 from __future__ import annotations
 
+import base64
 from collections.abc import Sequence
 from typing import Any, ClassVar
 
@@ -25,7 +26,7 @@ from torch import Tensor
 
 from crabzoo.metrics import AVSBenchMetric, RefAVSNullMetric
 from crabzoo.errors import CrabzooError
-from crabzoo.metrics.base import BenchmarkMetric, as_float, check_lengths, is_unparsed
+from crabzoo.metrics.base import BenchmarkMetric, PrimaryTerms, as_float, check_lengths, is_unparsed
 from crabzoo.tasks.masks import SIZE, default_prompter, prediction_mask, read_mask
 
 NULL_SPLIT = "test_n"
@@ -111,27 +112,95 @@ class SegmentationMetric(BenchmarkMetric):
         bits = np.unpackbits(state.cpu().numpy().reshape(-1, (width + 7) // 8), axis=1)[:, :width]
         return torch.from_numpy(bits.reshape(-1, *SIZE).astype(np.float32))
 
-    def _scores(self, groups: dict[str, list[int]], preds: Tensor, gts: Tensor) -> tuple[float, float]:
+    def _unit_scores(
+        self, groups: dict[str, list[int]], preds: Tensor, gts: Tensor
+    ) -> tuple[list[list[int]], np.ndarray]:
+        """The protocol's scoring units and their ``[miou, fscore]`` rows (``[U, 2]``).
+
+        A unit is a video (its frames scored together) under ``avsbench`` and a frame under ``crab_plus``.
+        """
         if self.protocol == "crab_plus":
-            from crabzoo.metrics.crab_plus_masks import mean_scores
+            from crabzoo.metrics.crab_plus_masks import frame_scores
 
             rows = [i for group in groups.values() for i in group]
-            return mean_scores(preds[rows], gts[rows])
+            if not rows:
+                return [], np.zeros((0, 2))
+            frames = frame_scores(preds[rows], gts[rows])
+            scores = torch.stack([frames["jaccard"], frames["fscore"]], 1).double().numpy()
+            return [[i] for i in rows], scores
         metric = AVSBenchMetric(from_logits=False)
         for rows in groups.values():
             metric.update([preds[rows]], [gts[rows]])
-        out = metric.compute()
-        return float(out["miou"]), float(out["fscore"])
+        return list(groups.values()), metric._all_rows().cpu().numpy()
+
+    def _scores(self, groups: dict[str, list[int]], preds: Tensor, gts: Tensor) -> tuple[float, float]:
+        units, scores = self._unit_scores(groups, preds, gts)
+        if not units:
+            return 0.0, 0.0
+        return float(scores[:, 0].mean()), float(scores[:, 1].mean())
+
+    def _groups(self, records: list[Any]) -> dict[str, dict[str, list[int]]]:
+        """Split key (``all``, ``seen``, ``unseen``, the null split) -> video key -> frame positions."""
+        by_split: dict[str, dict[str, list[int]]] = {}
+        for i, (video, _, split, _, _) in enumerate(records):
+            key = split if split == NULL_SPLIT else SPLIT_NAMES.get(split, "all")
+            by_split.setdefault(key, {}).setdefault(f"{split}/{video}" if video else f"#{i}", []).append(i)
+        return by_split
+
+    def sample_states(self) -> list[dict[str, Any]] | None:
+        """Each frame's record plus its predicted and true masks (bit-packed, base64) under ``masks``."""
+        states = super().sample_states()
+        if states is None:
+            return None
+        pred, gt = self._packed(self.pred_bits), self._packed(self.gt_bits)
+        if len(pred) != len(states) or len(gt) != len(states):
+            return None
+        for state, p, g in zip(states, pred, gt):
+            state["masks"] = [base64.b64encode(p.tobytes()).decode("ascii"), base64.b64encode(g.tobytes()).decode("ascii")]
+        return states
+
+    def load_sample_states(self, states: Sequence[dict[str, Any]]) -> None:
+        """Reset, then hold exactly ``states`` (records and masks, see :meth:`sample_states`).
+
+        Raises:
+            CrabzooError: A state without masks (recorded before masks were kept).
+        """
+        if any(not state.get("masks") for state in states):
+            raise CrabzooError(
+                "SegmentationMetric: a per-sample state has no masks (recorded by an older version); "
+                "score the run again to record them"
+            )
+        super().load_sample_states(states)
+        device = self.n_total.device
+        if states:
+            pred = np.stack([np.frombuffer(base64.b64decode(s["masks"][0]), dtype=np.uint8) for s in states])
+            gt = np.stack([np.frombuffer(base64.b64decode(s["masks"][1]), dtype=np.uint8) for s in states])
+            self.pred_bits.append(torch.from_numpy(pred.copy()).to(device))
+            self.gt_bits.append(torch.from_numpy(gt.copy()).to(device))
+
+    @staticmethod
+    def _packed(state: Any) -> np.ndarray:
+        if isinstance(state, list):
+            if not state:
+                return np.zeros((0, 0), dtype=np.uint8)
+            state = torch.cat(state)
+        return state.cpu().numpy()
+
+    def primary_terms(self) -> PrimaryTerms | None:
+        """mIoU as a mean over the protocol's units (videos or frames) of the positive splits."""
+        records = self._all_records()
+        positive = {v: rows for k, g in self._groups(records).items() if k != NULL_SPLIT for v, rows in g.items()}
+        if not positive:
+            return None
+        units, scores = self._unit_scores(positive, self._masks(self.pred_bits), self._masks(self.gt_bits))
+        return PrimaryTerms(scores[:, 0].astype(np.float64), np.ones(len(units)), tuple(tuple(u) for u in units))
 
     def compute(self) -> dict[str, Tensor]:
         """``miou``, ``fscore``, ``category_accuracy`` (s4 / ms3) or the Ref-AVS split keys, with the counts."""
         records = self._all_records()
         preds, gts = self._masks(self.pred_bits), self._masks(self.gt_bits)
         out: dict[str, Tensor] = {}
-        by_split: dict[str, dict[str, list[int]]] = {}
-        for i, (video, _, split, _, _) in enumerate(records):
-            key = split if split == NULL_SPLIT else SPLIT_NAMES.get(split, "all")
-            by_split.setdefault(key, {}).setdefault(f"{split}/{video}" if video else f"#{i}", []).append(i)
+        by_split = self._groups(records)
         positive = {v: rows for k, g in by_split.items() if k != NULL_SPLIT for v, rows in g.items()}
         miou, fscore = self._scores(positive, preds, gts) if positive else (0.0, 0.0)
         out["miou"], out["fscore"] = as_float(miou), as_float(fscore)

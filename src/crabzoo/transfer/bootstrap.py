@@ -5,6 +5,12 @@ sample indices with replacement once and scores *both* runs on those same indice
 difficulty cancels out of Δ and the interval reflects only how the two models differ. The metric is recomputed
 on every resample (any metric works, not only means of per-sample scores), and the interval is the percentile
 interval of the resampled Δ.
+
+:func:`paired_bootstrap_terms` is the fast form for metrics whose primary score is a ratio of sums over units
+(:class:`~crabzoo.metrics.base.PrimaryTerms`: accuracies, AVE's pooled segments, a mean over videos): a
+resample is a vector of draw counts per unit, and its score is ``counts @ num / counts @ den``. It draws the
+same indices as :func:`paired_bootstrap_seeds` with the same seed, so both give the same interval for the same
+mean metric. Where units are videos (several frames each), whole videos are drawn: a cluster bootstrap.
 """
 
 from __future__ import annotations
@@ -78,6 +84,61 @@ def paired_bootstrap_seeds(
     resampled = np.array([delta(index) for index in indices])
     lo, hi = np.quantile(resampled, [alpha / 2, 1 - alpha / 2])
     return delta(None), float(lo), float(hi)
+
+
+def paired_bootstrap_terms(
+    pairs: Sequence[tuple[Any, Any]],
+    n_resamples: int = 1000,
+    seed: int = 0,
+    alpha: float = 0.05,
+    higher_is_better: bool = True,
+) -> tuple[float, float, float]:
+    """Δ averaged over seeds with its paired percentile interval, from each run's :class:`PrimaryTerms`.
+
+    Args:
+        pairs: ``(single, multi)`` :class:`~crabzoo.metrics.base.PrimaryTerms` per seed, all over the same units
+            (the same test samples, grouped the same way).
+        n_resamples: Number of bootstrap resamples.
+        seed: Seed of the index generator (numpy ``default_rng``).
+        alpha: ``1 - alpha`` is the coverage of the interval.
+        higher_is_better: ``False`` flips the sign, so Δ > 0 always means the multi-task run is better.
+
+    Returns:
+        ``(delta, lo, hi)`` as :func:`paired_bootstrap_seeds` returns them.
+
+    Raises:
+        CrabzooError: No pairs, runs over different units, no units, or a bad ``alpha``/``n_resamples``.
+    """
+    if not pairs:
+        raise CrabzooError("paired_bootstrap: no (single, multi) pairs given; pass at least one")
+    units = pairs[0][0].units
+    for single, multi in pairs:
+        if single.units != units or multi.units != units:
+            raise CrabzooError(
+                "paired_bootstrap: the runs' scoring units differ; pair runs scored on the same test samples"
+            )
+    if not units:
+        raise CrabzooError("paired_bootstrap: the test set is empty; nothing to resample")
+    if not 0 < alpha < 1:
+        raise CrabzooError(f"paired_bootstrap: alpha must be in (0, 1), not {alpha}")
+    if n_resamples < 1:
+        raise CrabzooError(f"paired_bootstrap: n_resamples must be at least 1, not {n_resamples}")
+    sign = 1.0 if higher_is_better else -1.0
+    n = len(units)
+    rng = np.random.default_rng(seed)
+    indices = rng.integers(0, n, size=(n_resamples, n))
+    counts = np.zeros((n_resamples, n))
+    np.add.at(counts, (np.arange(n_resamples)[:, None], indices), 1.0)
+
+    def ratio(weights: np.ndarray, terms: Any) -> np.ndarray:
+        num, den = weights @ terms.num, weights @ terms.den
+        return np.divide(num, den, out=np.zeros_like(num), where=den != 0)
+
+    full = np.ones((1, n))
+    delta = np.mean([sign * (ratio(full, m) - ratio(full, s)) for s, m in pairs], axis=0)
+    resampled = np.mean([sign * (ratio(counts, m) - ratio(counts, s)) for s, m in pairs], axis=0)
+    lo, hi = np.quantile(resampled, [alpha / 2, 1 - alpha / 2])
+    return float(delta[0]), float(lo), float(hi)
 
 
 def paired_bootstrap(

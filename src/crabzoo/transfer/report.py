@@ -475,10 +475,12 @@ def add_intervals(
     """Each primary-metric Δ with its paired bootstrap interval, where both runs of its seeds wrote samples.
 
     The test samples are the ids present in every paired run (the same set for all seeds, so one resample of
-    indices serves every seed); the task's metric is recomputed on each resample.
+    indices serves every seed). Where the task's metric gives its primary score as a ratio of sums over units
+    (:meth:`~crabzoo.metrics.base.BenchmarkMetric.primary_terms`) the resamples are weighted sums
+    (:func:`~crabzoo.transfer.bootstrap.paired_bootstrap_terms`); otherwise the metric is recomputed on each.
     """
     from crabzoo.tasks import get_task
-    from crabzoo.transfer.bootstrap import paired_bootstrap_seeds
+    from crabzoo.transfer.bootstrap import paired_bootstrap_seeds, paired_bootstrap_terms
     from crabzoo.transfer.samples import recompute
 
     samples = load_samples(runs, reference)
@@ -497,13 +499,38 @@ def add_intervals(
             result.append(d)
             continue
         try:
-            metric = get_task(d.task).make_metric()
             directions, _ = metric_info(d.task)
-            fn = lambda recs, m=metric, key=d.metric: recompute(m, recs)[key]  # noqa: E731
+            better = directions.get(d.metric, True)
             aligned = [([a[i] for i in common], [b[i] for i in common]) for a, b in pairs]
-            _, lo, hi = paired_bootstrap_seeds(aligned, fn, n_resamples, seed, alpha, directions.get(d.metric, True))
+            terms = _primary_terms(d.task, d.metric, aligned)
+            if terms is not None:
+                _, lo, hi = paired_bootstrap_terms(terms, n_resamples, seed, alpha, better)
+            else:
+                metric = get_task(d.task).make_metric()
+                fn = lambda recs, m=metric, key=d.metric: recompute(m, recs)[key]  # noqa: E731
+                _, lo, hi = paired_bootstrap_seeds(aligned, fn, n_resamples, seed, alpha, better)
         except Exception:  # a metric whose state cannot be rebuilt: no interval, the rest of the report stands
             result.append(d)
             continue
         result.append(replace(d, ci_lo=lo, ci_hi=hi))
     return result
+
+
+def _primary_terms(task: str, key: str, aligned: list[tuple[list[Any], list[Any]]]) -> list[tuple[Any, Any]] | None:
+    """Each run's :class:`~crabzoo.metrics.base.PrimaryTerms` of ``key``, or ``None`` if any run has none."""
+    from crabzoo.tasks import get_task
+
+    out = []
+    for single, multi in aligned:
+        pair = []
+        for states in (single, multi):
+            metric = get_task(task).make_metric()
+            if getattr(metric, "primary", None) != key or not hasattr(metric, "primary_terms"):
+                return None
+            metric.load_sample_states(states)
+            terms = metric.primary_terms()
+            if terms is None:
+                return None
+            pair.append(terms)
+        out.append((pair[0], pair[1]))
+    return out

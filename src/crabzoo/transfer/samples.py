@@ -16,41 +16,20 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
-import torch
-
 SAMPLES = "samples.json"
 """File name of the per-sample records in a run's log directory."""
 
 
 def metric_samples(metric: Any) -> list[dict[str, Any]] | None:
-    """One ``{"row": [...] | None, "record": ... | None}`` per evaluated sample, or ``None``.
-
-    ``None`` when the metric's state is not one row and/or one record per sample (then a resample cannot be
-    rebuilt from it).
-    """
-    if not hasattr(metric, "_all_records") or not hasattr(metric, "n_total"):
+    """The metric's per-sample states (:meth:`~crabzoo.metrics.base.BenchmarkMetric.sample_states`), or ``None``."""
+    if not hasattr(metric, "sample_states"):
         return None
-    n = int(metric.n_total)
-    rows = metric._all_rows().cpu().tolist() if getattr(metric, "row_width", 0) else []
-    records = metric._all_records()
-    if n == 0 or len(rows) not in (0, n) or len(records) not in (0, n) or not (rows or records):
-        return None
-    return [{"row": rows[i] if rows else None, "record": records[i] if records else None} for i in range(n)]
+    return metric.sample_states()
 
 
 def recompute(metric: Any, samples: list[dict[str, Any]]) -> dict[str, float]:
     """The metric's ``compute`` on exactly ``samples`` (states from :func:`metric_samples`); resets it first."""
-    metric.reset()
-    device = metric.n_total.device
-    rows = [s["row"] for s in samples if s["row"] is not None]
-    if rows:
-        metric.rows.append(torch.tensor(rows, dtype=torch.float64, device=device))
-    records = [s["record"] for s in samples if s["record"] is not None]
-    if records:
-        metric._push_records(records)
-    metric.n_total += len(samples)
-    metric.n_parsed += len(samples)
-    metric._update_count = 1
+    metric.load_sample_states(samples)
     return {k: float(v) for k, v in metric.compute().items()}
 
 
