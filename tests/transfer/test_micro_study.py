@@ -52,3 +52,16 @@ def test_micro_study_runs_resumes_and_reports(avsynth_root, tmp_path, capsys):
     # a second invocation skips the three finished runs
     main(["--config", str(study)])
     assert capsys.readouterr().out.count("done, skipped") == 3
+    # a run whose samples.json lost a task's states is validated again from its checkpoint: the same states
+    run = tmp_path / "study" / "mlp" / "ilora" / "all" / "seed0"
+    path = next(run.glob("version_*/samples.json"))
+    before = json.loads(path.read_text())
+    stripped = {**before, "tasks": {k: v for k, v in before["tasks"].items() if k != "ks"}}
+    path.write_text(json.dumps(stripped))
+    main(["--config", str(study), "--rescore", "ks"])
+    assert "1 run(s) to score again on ks" in capsys.readouterr().out
+    after = json.loads(path.read_text())
+    assert after["tasks"]["ks"] == before["tasks"]["ks"]
+    assert after["tasks"]["a2v"] == before["tasks"]["a2v"] and after["rescored"] == {"ks": str(next(run.glob("version_*/checkpoints/last.ckpt")))}
+    main(["--config", str(study), "--rescore", "ks"])  # nothing left to score again
+    assert "0 run(s) to score again on ks" in capsys.readouterr().out

@@ -25,6 +25,7 @@ def main(argv: list[str]) -> None:
     parser.add_argument("--retry-failed", action="store_true", help="run again the runs that failed before")
     parser.add_argument("--only", help="run only the runs whose label contains this text (e.g. 'stc/' or '/seed1')")
     parser.add_argument("--jobs", type=int, default=None, help="runs executed at the same time (default: the study's `jobs`)")
+    parser.add_argument("--rescore", metavar="TASK", help="validate TASK again from each finished run's checkpoint where its samples.json cannot rebuild that task's metric (runs recorded by an older version), then report")
     parser.add_argument("--emit", choices=["slurm"], help="write a scheduler script of the run matrix (one array index per run) and exit")
     parser.add_argument("--emit-to", help="path of the emitted script (default: <out>/transfer.slurm)")
     parser.add_argument("--sbatch", action="append", default=[], help="extra #SBATCH option for --emit slurm, e.g. --sbatch=--gres=gpu:1 (repeatable)")
@@ -52,10 +53,25 @@ def main(argv: list[str]) -> None:
         print(f"wrote {target} ({len(runs)} runs); submit it with: sbatch {target}")
         return
     save_plan(config, runs)
-    if not args.report_only:
+    if args.rescore:
+        _rescore(runs, args.rescore, config.tasks)
+    elif not args.report_only:
         execute(runs, retry_failed=args.retry_failed, jobs=args.jobs or config.jobs)
     out = Path(config.out)
     payload = write_report(build_runs(config), config.reference, out)
     print((out / "report.md").read_text())
     for plot in payload["plots"]:
         print(f"plot: {plot}")
+
+
+def _rescore(runs: list, task: str, all_tasks: list[str]) -> None:
+    from crabzoo.errors import CrabzooError
+    from crabzoo.transfer.study import needs_rescore, rescore
+
+    if task not in all_tasks:
+        raise CrabzooError(f"--rescore {task!r}: the study's tasks are {all_tasks}")
+    todo = [r for r in runs if needs_rescore(r, task)]
+    print(f"{len(todo)} run(s) to score again on {task}")
+    for i, run in enumerate(todo, 1):
+        status = rescore(run, task, all_tasks)
+        print(f"[{i}/{len(todo)}] {run.label}: {task} {status}", flush=True)

@@ -295,6 +295,65 @@ def _execute_one(run: Run, status: str, threads: int | None = None) -> str:
     return "failed"
 
 
+def needs_rescore(run: Run, task: str) -> bool:
+    """True when a finished run evaluated ``task`` but its ``samples.json`` cannot rebuild that task's metric.
+
+    That is the case for runs recorded before the metric kept every state its bootstrap needs (segmentation
+    masks, for one).
+    """
+    from crabzoo.tasks import get_task
+
+    if task not in run.tasks or run_status(run) != "done":
+        return False
+    path = latest_samples(run.directory)
+    entry = json.loads(path.read_text()).get("tasks", {}).get(task) if path else None
+    if not entry:
+        return True
+    try:
+        get_task(task).make_metric().load_sample_states(entry["samples"])
+    except CrabzooError:
+        return True
+    return False
+
+
+def rescore(run: Run, task: str, all_tasks: list[str], threads: int | None = None) -> str:
+    """Validate ``task`` again from the run's last checkpoint and merge its per-sample states into ``samples.json``.
+
+    The run's own command is reused with ``validate`` for ``fit``, the one task as data, the study's task order
+    for task-routed adapters and its own folder ``rescore/<task>``; the run's scores are not touched.
+
+    Returns:
+        ``done`` or ``failed`` (the output is in ``rescore/<task>/stdout.log``).
+    """
+    checkpoint = last_checkpoint(run.directory)
+    samples_path = latest_samples(run.directory)
+    if checkpoint is None or samples_path is None:
+        return "failed"
+    folder = run.directory / "rescore" / task
+    cmd = list(run.command)
+    cmd[1] = "validate"
+    cmd[cmd.index("--data.init_args.tasks") + 1] = json.dumps([task])
+    cmd[cmd.index("--trainer.default_root_dir") + 1] = str(folder)
+    cmd += ["--model.init_args.task_names", json.dumps(list(all_tasks)), "--ckpt_path", str(checkpoint)]
+    if cmd[0] == "crabzoo":
+        cmd = [sys.executable, "-m", "crabzoo.cli", *cmd[1:]]
+    folder.mkdir(parents=True, exist_ok=True)
+    env = None if threads is None else {**os.environ, "OMP_NUM_THREADS": str(threads)}
+    with open(folder / "stdout.log", "w") as fh:
+        code = subprocess.call(cmd, stdout=fh, stderr=subprocess.STDOUT, env=env)
+    fresh = latest_samples(folder)
+    if code != 0 or fresh is None:
+        return "failed"
+    entry = json.loads(fresh.read_text()).get("tasks", {}).get(task)
+    if entry is None:
+        return "failed"
+    payload = json.loads(samples_path.read_text())
+    payload.setdefault("tasks", {})[task] = entry
+    payload.setdefault("rescored", {})[task] = str(checkpoint)
+    _write_json(samples_path, payload)
+    return "done"
+
+
 def save_plan(config: StudyConfig, runs: list[Run]) -> None:
     """Write ``plan.json`` (the matrix and the command lines) into the study directory."""
     payload = {
