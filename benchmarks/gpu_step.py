@@ -79,14 +79,15 @@ class Paradigm(nn.Module):
         return {"llm": self.backbone, "connector": nn.ModuleList([self.connector])}
 
     def forward(self, media: torch.Tensor, ids: torch.Tensor, labels: torch.Tensor, loss: str = "supervised") -> torch.Tensor:
-        from crabzoo.backbones.loss import full_logits_loss, supervised_loss
+        from crabzoo.backbones.loss import full_logits_loss, supervised_index, supervised_loss
 
+        index = supervised_index(labels) if loss != "full" else None  # before the decoder, as the backbones do
         lm = self.backbone.model
         embeds = torch.cat([self.connector(media), lm.get_input_embeddings()(ids)], dim=1)
         hidden = lm.model(inputs_embeds=embeds, use_cache=False).last_hidden_state[:, media.shape[1] :]
         if loss == "full":
             return full_logits_loss(lm.lm_head(hidden), labels)[0]
-        return supervised_loss(hidden, labels, lm.lm_head)[0]
+        return supervised_loss(hidden, labels, lm.lm_head, index=index)[0]
 
 
 def free_port() -> int:

@@ -7,7 +7,8 @@ import torch
 import yaml
 
 from crabzoo.backbones.hf_causal_lm import HFCausalLM
-from crabzoo.backbones.loss import IGNORE_INDEX, full_logits_loss, supervised_loss
+from crabzoo.backbones.loss import IGNORE_INDEX, full_logits_loss, supervised_index, supervised_loss
+from torch.utils._python_dispatch import TorchDispatchMode
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -91,3 +92,53 @@ def test_no_supervised_token_gives_zero_loss_that_still_backpropagates():
     assert loss.item() == 0 and per_sample.tolist() == [0.0, 0.0]
     loss.backward()
     assert head.weight.grad is not None and head.weight.grad.abs().sum() == 0
+
+
+class _OpLog(TorchDispatchMode):
+    """Records the ATen ops run inside it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.ops: list[str] = []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        self.ops.append(str(func.overloadpacket))
+        return func(*args, **(kwargs or {}))
+
+
+# ops whose output size or value must be read from the device: each stops the host until the device is done
+SYNCING = {"aten.nonzero", "aten.masked_select", "aten._local_scalar_dense", "aten.bincount", "aten.unique"}
+
+
+def test_a_precomputed_index_gives_the_same_loss_without_reading_the_device():
+    torch.manual_seed(0)
+    head = torch.nn.Linear(8, 11, bias=False)
+    hidden = torch.randn(3, 7, 8, requires_grad=True)
+    labels = torch.randint(0, 11, (3, 7))
+    labels[0, :4] = IGNORE_INDEX
+    labels[2, :] = IGNORE_INDEX  # a sample without supervised tokens
+    ref_loss, ref_per_sample = full_logits_loss(head(hidden), labels)
+    index = supervised_index(labels)
+    assert index.tolist() == [3, 4, 5] + list(range(6, 12))  # row 0: t = 3..5 predict labels 4..6; row 1: all 6
+    with _OpLog() as log:
+        loss, per_sample = supervised_loss(hidden, labels, head, chunk_size=4, index=index)
+        loss.backward()
+    assert not SYNCING & set(log.ops), sorted(SYNCING & set(log.ops))
+    torch.testing.assert_close(loss, ref_loss, atol=1e-6, rtol=1e-6)
+    torch.testing.assert_close(per_sample, ref_per_sample, atol=1e-6, rtol=1e-6)
+    with _OpLog() as log:  # without the index the positions are found, which reads a size from the device
+        supervised_loss(hidden, labels, head)
+    assert "aten.nonzero" in log.ops
+
+
+def test_packed_segments_with_an_index_give_per_sample_losses():
+    torch.manual_seed(1)
+    head = torch.nn.Linear(4, 9, bias=False)
+    hidden = torch.randn(1, 8, 4)
+    labels = torch.randint(0, 9, (1, 8))
+    segments = torch.tensor([[0, 0, 0, 1, 1, 1, 1, -1]])
+    labels[0, 0], labels[0, 3], labels[0, 7] = IGNORE_INDEX, IGNORE_INDEX, IGNORE_INDEX  # sample starts, padding
+    loss, per_sample = supervised_loss(hidden, labels, head, segments=segments, num_samples=2, index=supervised_index(labels))
+    token = torch.nn.functional.cross_entropy(head(hidden[0, :-1]), labels[0, 1:].clamp(min=0), reduction="none")
+    assert per_sample.tolist() == pytest.approx([token[0:2].mean().item(), token[3:6].mean().item()], abs=1e-6)
+    assert loss.item() == pytest.approx(torch.cat([token[0:2], token[3:6]]).mean().item(), abs=1e-6)

@@ -30,7 +30,7 @@ from torch import Tensor, nn
 from crabzoo.backbones.base import MEDIA_WRAPPERS, PLACEHOLDERS, Backbone
 from crabzoo.backbones.chat_templates import TEMPLATES
 from crabzoo.errors import CrabzooError
-from crabzoo.backbones.loss import supervised_loss
+from crabzoo.backbones.loss import supervised_index, supervised_loss
 
 PROJECTIONS: tuple[str, ...] = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 """Attention and MLP projections of LLaMA-family decoders."""
@@ -366,8 +366,13 @@ class HFCausalLM(Backbone):
         4D mask and ``segments`` (with ``labels``) gives one per-sample loss per packed sample.
         """
         if labels is not None:
+            # sizes read before the decoder runs, so the loss queues without waiting (crabzoo.backbones.loss)
+            index = supervised_index(labels)
+            num_samples = None if segments is None else int(segments.max()) + 1
             hidden = self.hidden_states(inputs_embeds, attention_mask, position_ids)
-            loss, per_sample = supervised_loss(hidden, labels, self.output_embeddings(), segments=segments)
+            loss, per_sample = supervised_loss(
+                hidden, labels, self.output_embeddings(), segments=segments, num_samples=num_samples, index=index
+            )
             return (loss, per_sample, hidden) if output_hidden_states else (loss, per_sample)
         out = self.model(
             inputs_embeds=inputs_embeds, attention_mask=attention_mask, position_ids=position_ids, use_cache=False,

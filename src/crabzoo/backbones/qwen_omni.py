@@ -35,7 +35,7 @@ from crabzoo.backbones.hf_causal_lm import (
     set_activation_checkpointing,
 )
 from crabzoo.errors import CrabzooError
-from crabzoo.backbones.loss import IGNORE_INDEX, supervised_loss
+from crabzoo.backbones.loss import IGNORE_INDEX, supervised_index, supervised_loss
 
 OMNI_PLACEHOLDERS: dict[str, str] = {"video": "<|VIDEO|>", "image": "<|IMAGE|>", "audio": "<|AUDIO|>"}
 """Placeholder token per media kind in the Qwen2.5-Omni vocabulary."""
@@ -326,8 +326,9 @@ class QwenOmniThinker(Backbone):
         With ``labels`` ``(B, L)``: ``(loss, per_sample)`` of :func:`~crabzoo.backbones.loss.supervised_loss`.
         """
         if labels is not None:
+            index = supervised_index(labels)  # before the decoder runs (crabzoo.backbones.loss)
             hidden = self.hidden_states(inputs_embeds, attention_mask, position_ids)
-            return supervised_loss(hidden, labels, self.output_embeddings())
+            return supervised_loss(hidden, labels, self.output_embeddings(), index=index)
         if position_ids is None:
             position_ids = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
         out = self.thinker(
@@ -505,8 +506,9 @@ class QwenOmniThinker(Backbone):
         """
         if "labels" not in inputs:
             raise CrabzooError("QwenOmniThinker.loss_multimodal needs labels (prepare a chat with an assistant turn)")
+        index = supervised_index(inputs["labels"])  # before the thinker runs (crabzoo.backbones.loss)
         hidden = self.hidden_states_multimodal(**inputs)
-        return supervised_loss(hidden, inputs["labels"], self.output_embeddings())
+        return supervised_loss(hidden, inputs["labels"], self.output_embeddings(), index=index)
 
     @torch.no_grad()
     def generate_multimodal(self, max_new_tokens: int, **inputs: Tensor) -> Tensor:
