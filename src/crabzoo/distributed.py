@@ -140,6 +140,10 @@ def _direct_params(unit: nn.Module, inner: set[int]) -> list[nn.Parameter]:
     return out
 
 
+FORWARD_METHODS = ("generate", "generate_multimodal", "loss_multimodal")
+"""Methods besides ``forward`` that run a model's weights; :func:`shard_model` registers those a model has."""
+
+
 def sharding_plan(module: nn.Module) -> list[tuple[str, nn.Module]]:
     """The submodules :func:`shard_model` turns into FSDP units, innermost first (the root comes last).
 
@@ -216,8 +220,9 @@ def shard_model(
     """Apply FSDP2 (``fully_shard``) to a model following :func:`sharding_plan`; idempotent.
 
     Call it from ``LightningModule.configure_model()`` with ``self.device_mesh`` under
-    ``ModelParallelStrategy``. Methods other than ``forward`` that run the model (``generate``) are registered
-    with FSDP so that the root unit's parameters are gathered for them too.
+    ``ModelParallelStrategy``. Methods other than ``forward`` that run the model (:data:`FORWARD_METHODS`, e.g.
+    ``generate`` or a sharded Omni thinker's ``loss_multimodal``) are registered with FSDP so that the root
+    unit's parameters are gathered for them too.
 
     Args:
         module: The model to shard in place.
@@ -250,7 +255,7 @@ def shard_model(
                 checkpoint(unit)
     for _, unit in plan:
         fully_shard(unit, **kwargs)
-    for method in ("generate",):
+    for method in FORWARD_METHODS:
         if callable(getattr(module, method, None)):
             register_fsdp_forward_method(module, method)
     return module
