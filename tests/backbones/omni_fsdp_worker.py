@@ -1,12 +1,13 @@
 """One rank of the 2-process check of the Omni thinker's loss under FSDP2 (``test_qwen_omni_fsdp.py``).
 
-Rank ``r`` trains on sample ``r`` of two audio-visual conversations (different lengths and answers) with a thinker sharded by crabzoo's own plan
+Rank ``r`` trains on sample ``r`` of two conversations with a thinker sharded by crabzoo's own plan
 (:func:`crabzoo.distributed.shard_model`); every rank also runs an unsharded copy on both samples, whose loss is the mean
 of the two per-sample losses. FSDP2 averages gradients over ranks, so the gathered sharded gradients must equal
 the copy's. Rank 0 writes ``result.json``.
 
-Both samples carry audio and video: a rank whose sample lacks a medium would skip that tower's all-gather while
-the other rank runs it, a collective mismatch (gloo stops with "Received data size doesn't match").
+It is done twice: both samples with audio and video, then an image on rank 0 and an audio clip on rank 1. In
+the second, each rank's idle tower runs on a stand-in input (``QwenOmniThinker.idle_towers``); without that
+the collectives would not match (gloo stops with "Received data size doesn't match expected size").
 """
 
 from __future__ import annotations
@@ -22,6 +23,8 @@ import torch  # noqa: E402
 import torch.distributed as dist  # noqa: E402
 from backbones_helpers import tiny_omni  # noqa: E402
 
+IMAGE_USER = {"role": "user", "content": [{"type": "text", "text": "Find the object."}, {"type": "image"}]}
+AUDIO_USER = {"role": "user", "content": [{"type": "text", "text": "What is heard?"}, {"type": "audio"}]}
 AV_USER = {"role": "user", "content": [
     {"type": "text", "text": "This is a video and an audio:"}, {"type": "video"}, {"type": "audio"},
     {"type": "text", "text": "Please describe the events."},
@@ -37,7 +40,10 @@ def conversations(omni) -> list[dict]:
         [AV_USER, {"role": "assistant", "content": "A cat meows on the left, then a car passes."}],
         audio=[audio[1]], videos=[video[1]],
     )
-    return [omni.collate([a], padding_side="right"), omni.collate([b], padding_side="right")]
+    image = rng.integers(0, 256, (56, 84, 3), dtype=np.uint8)
+    c = omni.prepare([IMAGE_USER, {"role": "assistant", "content": "The sounding object is cat."}], images=[image])
+    audio_only = omni.prepare([AUDIO_USER, {"role": "assistant", "content": "<answer>bird</answer>"}], audio=[audio[1]])
+    return [omni.collate([x], padding_side="right") for x in (a, b, c, audio_only)]
 
 
 def main(corpus: str, out: str) -> None:
@@ -57,32 +63,31 @@ def main(corpus: str, out: str) -> None:
     units = [name for name, _ in sharding_plan(sharded)]
     shard_model(sharded, init_device_mesh("cpu", (dist.get_world_size(),)), mixed_precision=None)
 
-    loss, per_sample = sharded.loss_multimodal(**samples[rank])
-    loss.backward()
-    losses = [torch.zeros(1) for _ in range(dist.get_world_size())]
-    dist.all_gather(losses, loss.detach().reshape(1))
-
-    plain_losses = [plain.loss_multimodal(**s)[0] for s in samples]
-    reference = torch.stack(plain_losses).mean()
-    reference.backward()
-
     full = lambda t: t.full_tensor() if hasattr(t, "full_tensor") else t  # noqa: E731
-    grads = {n: full(p.grad) for n, p in sharded.named_parameters() if p.grad is not None}
-    ref = {n: p.grad for n, p in plain.named_parameters() if p.grad is not None}
-    diffs = {n: float((grads[n] - ref[n]).abs().max()) for n in ref if n in grads}
-    scale = max(float(g.abs().max()) for g in ref.values())
-    if rank == 0:
-        result = {
+    result: dict = {"units": units}
+    # same media on both ranks (audio + video); then an image on rank 0 and an audio clip on rank 1
+    for name, pair in (("same_media", samples[0:2]), ("different_media", samples[2:4])):
+        sharded.zero_grad(set_to_none=True)
+        plain.zero_grad(set_to_none=True)
+        loss, per_sample = sharded.loss_multimodal(**pair[rank])
+        loss.backward()
+        losses = [torch.zeros(1) for _ in range(dist.get_world_size())]
+        dist.all_gather(losses, loss.detach().reshape(1))
+        plain_losses = [plain.loss_multimodal(**s)[0] for s in pair]
+        torch.stack(plain_losses).mean().backward()
+        grads = {n: full(p.grad) for n, p in sharded.named_parameters() if p.grad is not None}
+        ref = {n: p.grad for n, p in plain.named_parameters() if p.grad is not None}
+        diffs = {n: float((grads[n] - ref[n]).abs().max()) for n in ref if n in grads}
+        result[name] = {
             "rank_losses": [float(x) for x in losses],
             "plain_losses": [float(x) for x in plain_losses],
             "per_sample": per_sample.tolist(),
             "missing": sorted(set(ref) - set(grads)),
             "max_grad_diff": max(diffs.values()),
-            "grad_scale": scale,
+            "grad_scale": max(float(g.abs().max()) for g in ref.values()),
             "towers": sorted({n.split(".")[2] for n in diffs if n.startswith("thinker.model.")}),
-            "n_params": len(diffs),
-            "units": units,
         }
+    if rank == 0:
         (Path(out) / "result.json").write_text(json.dumps(result))
     dist.destroy_process_group()
 

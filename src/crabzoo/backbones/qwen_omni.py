@@ -17,7 +17,8 @@ locally trained one with the Omni special tokens added.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -495,8 +496,72 @@ class QwenOmniThinker(Backbone):
         """
         inputs = {k: v for k, v in inputs.items() if k != "labels"}
         self.thinker.model.rope_deltas = None
-        out = self.thinker.model(**inputs, use_audio_in_video=self.use_audio_in_video, use_cache=False)
-        return out.last_hidden_state
+        with self.idle_towers(inputs) as idle:
+            out = self.thinker.model(**inputs, use_audio_in_video=self.use_audio_in_video, use_cache=False)
+        hidden = out.last_hidden_state
+        return hidden + (torch.stack(idle).sum() * 0.0).to(hidden.dtype) if idle else hidden
+
+    @contextmanager
+    def idle_towers(self, inputs: dict[str, Tensor]) -> Iterator[list[Tensor]]:
+        """Run each sharded media tower these inputs leave idle, in the thinker's own order; yield their outputs.
+
+        Under FSDP2 every process must gather (and, in the backward, reduce) the same units in the same order. A
+        process whose batch holds no audio, or no image or video, would skip that tower while another process
+        runs it, and the collectives would no longer match (a hang on GPUs). With several processes and sharded
+        towers, an idle tower therefore runs on a tiny stand-in input (one second of silence, one black
+        28 x 28 image) where the thinker would have run it: the audio tower before the thinker's forward, the
+        vision tower just before its language model. The caller adds zero times the yielded sums to its output,
+        which keeps the towers in the backward with zero gradients. In one process, or without sharded towers,
+        nothing runs and the list stays empty.
+        """
+        terms: list[Tensor] = []
+        towers = self._sharded_towers()
+        model = self.thinker.model
+        handle = None
+        if "audio_tower" in towers and "input_features" not in inputs:
+            stand_in = self._stand_in_media(model.get_input_embeddings().weight.device)
+            out = model.get_audio_features(stand_in["input_features"], stand_in["feature_attention_mask"], return_dict=True)
+            terms.append(out.last_hidden_state.float().sum())
+        if "visual" in towers and "pixel_values" not in inputs and "pixel_values_videos" not in inputs:
+
+            def run_vision(module: nn.Module, args: Any) -> None:
+                if handle is not None:
+                    handle.remove()  # once per call: generation runs the language model again for every token
+                stand_in = self._stand_in_media(model.get_input_embeddings().weight.device)
+                out = model.get_image_features(stand_in["pixel_values"], stand_in["image_grid_thw"], return_dict=True)
+                terms.append(torch.cat(out.pooler_output).float().sum())
+
+            handle = model.language_model.register_forward_pre_hook(run_vision)
+        try:
+            yield terms
+        finally:
+            if handle is not None:
+                handle.remove()
+
+    def _sharded_towers(self) -> list[str]:
+        """Names of the media towers holding FSDP2 units, when more than one process runs (else ``[]``)."""
+        import torch.distributed as dist
+
+        if not (dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1):
+            return []
+        from crabzoo.distributed import is_sharded
+
+        model = self.thinker.model
+        return [name for name in ("audio_tower", "visual") if any(is_sharded(m) for m in getattr(model, name).modules())]
+
+    def _stand_in_media(self, device: torch.device) -> dict[str, Tensor]:
+        """Processor outputs of one second of silence and one black 28 x 28 image (built once), on ``device``."""
+        if getattr(self, "_stand_in", None) is None:
+            feats = self.feature_extractor(
+                [np.zeros(SAMPLING_RATE, dtype=np.float32)], sampling_rate=SAMPLING_RATE, padding="max_length",
+                return_attention_mask=True, return_tensors="pt",
+            )
+            imgs = self.image_processor(images=[np.zeros((28, 28, 3), dtype=np.uint8)], return_tensors="pt")
+            self._stand_in = {
+                "input_features": feats["input_features"], "feature_attention_mask": feats["attention_mask"],
+                "pixel_values": imgs["pixel_values"], "image_grid_thw": imgs["image_grid_thw"],
+            }
+        return {k: v.to(device) for k, v in self._stand_in.items()}
 
     def loss_multimodal(self, **inputs: Tensor) -> tuple[Tensor, Tensor]:
         """Next-token loss on :meth:`collate` outputs, the LM head run on supervised positions only.
@@ -516,10 +581,11 @@ class QwenOmniThinker(Backbone):
         inputs = {k: v for k, v in inputs.items() if k != "labels"}
         self.thinker.model.rope_deltas = None
         prompt_length = inputs["input_ids"].shape[1]
-        sequences = self.thinker.generate(
-            **inputs, use_audio_in_video=self.use_audio_in_video, max_new_tokens=max_new_tokens, do_sample=False,
-            eos_token_id=self.eos_token_id, pad_token_id=self.pad_token_id,
-        )
+        with self.idle_towers(inputs):  # every process gathers every sharded tower
+            sequences = self.thinker.generate(
+                **inputs, use_audio_in_video=self.use_audio_in_video, max_new_tokens=max_new_tokens, do_sample=False,
+                eos_token_id=self.eos_token_id, pad_token_id=self.pad_token_id,
+            )
         return sequences[:, prompt_length:]
 
     def save_pretrained(self, directory: str | Path) -> None:
