@@ -330,3 +330,73 @@ def fit_args(root: Path, tasks: list[str], run_dir: Path) -> list[str]:
         "--trainer.enable_checkpointing", "false", "--trainer.callbacks", "[]", "--trainer.logger", "false",
         "--trainer.default_root_dir", str(run_dir),
     ]
+
+
+# ------------------------------------------------------------------------- the original AVSBench release (v1)
+RELEASE_SIZE = 224
+"""Side of the original AVSBench release's frames and masks."""
+
+V1_CLIPS = (("_4R3qHn1n50", "dog_barking", "train"), ("b7Wq2_x", "cat_meowing", "train"),
+            ("a7dRtKHcyE", "dog_barking", "test"))
+"""``(name, category, split)`` of the replica's clips; the records' uid is ``<name>_<start ms>_<end ms>``."""
+
+
+def avsbench_release(task: str, tmp: Path) -> tuple[Path, Path]:
+    """The original AVSBench release's layout of ``s4`` or ``ms3`` and release records naming its clips.
+
+    ``<tmp>/raw/<task>-v1/{Single-source,Multi-sources}/`` holds the meta CSV and ``<part>_data/`` with
+    ``visual_frames`` (the frame 15/16 of the way through each second of the raw video, 224 x 224 PNG),
+    ``audio_wav``, ``gt_masks`` (S4 train: the first frame only) and the 5-s ``raw_videos`` (4 frames/s).
+
+    Returns:
+        ``(src, annotations)``: the folder holding the part folder, and the ``AVUIE_2`` folder.
+    """
+    from crabzoo.data.prepare.ops import second_frame_index
+
+    src = tmp / "raw" / f"{task}-v1"
+    part = src / ("Single-source" if task == "s4" else "Multi-sources")
+    data = part / f"{task}_data"
+    rows = ["name,start,category,split"] if task == "s4" else ["video_id,split"]
+    for k, (name, category, split) in enumerate(V1_CLIPS):
+        s = scene(k, 5)
+        frames, _ = render_frames(s, RELEASE_SIZE, np.arange(5 * FPS) / FPS)
+        picked = [second_frame_index(j, FPS) for j in range(5)]
+        _, masks = render_frames(s, RELEASE_SIZE, np.array(picked) / FPS)
+        where = f"{split}/{category}/" if task == "s4" else f"{split}/"
+        video_dir = f"raw_videos/{where}" if task == "s4" else "raw_videos/"
+        write_video(_mkdir(data / video_dir) / f"{name}.mp4", frames, FPS, render_audio(s, RATE), RATE)
+        audio(data / f"audio_wav/{where}{name}.wav", k, 5)
+        for j, index in enumerate(picked):
+            if task == "s4":
+                target = data / f"visual_frames/{where}{name}/{name}_{j + 1}.png"
+            else:
+                target = data / f"visual_frames/{name}/{name}.mp4_{j + 1}.png"
+            _png(target, frames[index])
+        for j in range(1 if (task == "s4" and split == "train") else 5):
+            write_mask(_mkdir(data / f"gt_masks/{where}{name}") / f"{name}_{j + 1}.png", masks[j, 0])
+        rows.append(f"{name},0,{category},{split}" if task == "s4" else f"{name},{split}")
+    _write(part / f"{task}_meta_data.csv", "\n".join(rows) + "\n")
+    folder = "v1s" if task == "s4" else "v1m"
+    uid = [f"{name}_0_5000" for name, _, _ in V1_CLIPS]
+    base = [f"AVS/{folder}/{u}" for u in uid]
+    extra = {"frame_idx": 0} if task == "ms3" else {}
+    train = [record(task, "train", image_path=f"{base[k]}/frames/0.jpg", audio_path=f"{base[k]}/audio.wav",
+                    vid=V1_CLIPS[k][0], uid=uid[k], **extra) for k in (0, 1)]
+    test = [record(task, "test", visual_path=f"{base[2]}/frames/{f}.jpg", audio_path=f"{base[2]}/audio.wav",
+                   vid=V1_CLIPS[2][0], uid=uid[2], frame_idx=f) for f in (3, 4)]
+    annotations = tmp / "AVUIE_2"
+    for split, recs in (("train", train), ("test", test)):
+        _write(annotations / task / f"{split}.json", json.dumps(recs, indent=1))
+    return src, annotations
+
+
+def _mkdir(path: Path) -> Path:
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def _png(path: Path, frame: np.ndarray) -> None:
+    from PIL import Image
+
+    _mkdir(path.parent)
+    Image.fromarray(frame).save(path, format="PNG")

@@ -27,8 +27,10 @@ class MediaJob:
     Attributes:
         dest: Path relative to the task folder, exactly as the records name it (``video/x.mp4``).
         source: The raw file.
-        op: ``link`` (same bytes), ``audio`` (decode, resample to 16 kHz mono, cut) or ``video`` (re-encode, cut).
-        start: Cut start in seconds of the source (``None``: from the beginning).
+        op: ``link`` (same bytes), ``audio`` (decode, resample to 16 kHz mono, cut), ``video`` (re-encode, cut) or
+            ``frame`` (one frame of a video, written as an image: :func:`~crabzoo.data.prepare.ops.extract_frames`).
+        start: Cut start in seconds of the source (``None``: from the beginning); for ``frame``, the second whose
+            frame is taken.
         end: Cut end in seconds (``None``: to the end).
     """
 

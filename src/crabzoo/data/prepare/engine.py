@@ -139,6 +139,8 @@ def produce(job: MediaJob, task_dir: Path, copy: bool) -> tuple[str, FileEntry |
         else:
             if job.op == "audio":
                 ops.extract_audio(job.source, dest, job.start, job.end)
+            elif job.op == "frame":
+                ops.extract_frames(job.source, [dest], [int(job.start or 0)])
             else:
                 ops.transcode_video(job.source, dest, job.start, job.end)
             duration = ops.probe(dest)

@@ -35,7 +35,7 @@ class FileEntry:
         duration: Seconds (``None`` for images).
         decodable: The file decoded after it was written.
         source: The raw file it was made from.
-        op: ``link``, ``audio`` (extraction) or ``video`` (re-encode or cut).
+        op: ``link``, ``audio`` (extraction), ``video`` (re-encode or cut) or ``frame`` (a frame taken from a video).
     """
 
     path: str

@@ -1,4 +1,4 @@
-"""The media operations of a preparer: link a file, cut or re-encode a video, extract audio, probe a file.
+"""The media operations of a preparer: link a file, cut or re-encode a video, extract audio or frames, probe a file.
 
 Every operation writes to a hidden temporary name in the destination folder and renames it into place, so an
 interrupted run never leaves a half-written file under a final name. Decoding and encoding go through PyAV.
@@ -14,6 +14,7 @@ import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -21,6 +22,9 @@ from crabzoo.data.media import MediaError, MediaLoader
 
 SAMPLE_RATE = 16000
 """Rate of every extracted audio file (Hz, mono)."""
+
+FRAME_SIZE = 224
+"""Width and height of the frames :func:`extract_frames` writes (AVSBench's release resized its frames to this)."""
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp")
 AUDIO_SUFFIXES = (".wav", ".mp3", ".flac", ".m4a", ".aac", ".ogg")
@@ -38,6 +42,17 @@ def atomic_target(path: Path) -> Iterator[Path]:
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def video_stream(container: Any, path: Path) -> Any:
+    """The first video stream of an open PyAV container.
+
+    Raises:
+        MediaError: the file has no video stream.
+    """
+    if not container.streams.video:
+        raise MediaError(path, "no video stream")
+    return container.streams.video[0]
 
 
 def kind_of(path: Path) -> str:
@@ -76,9 +91,7 @@ def probe(path: Path, deep: bool = False) -> float | None:
         raise MediaError(path, "file not found")
     try:
         with av.open(str(path)) as container:
-            if not container.streams.video:
-                raise MediaError(path, "no video stream")
-            stream = container.streams.video[0]
+            stream = video_stream(container, path)
             frame = next(container.decode(stream), None)
             if frame is None:
                 raise MediaError(path, "video stream holds no frames")
@@ -151,9 +164,7 @@ def transcode_video(source: Path, dest: Path, start: float | None = None, end: f
     with atomic_target(dest) as tmp:
         try:
             with av.open(str(source)) as inp:
-                if not inp.streams.video:
-                    raise MediaError(source, "no video stream")
-                ins = inp.streams.video[0]
+                ins = video_stream(inp, source)
                 rate = ins.average_rate or ins.guessed_rate or 25
                 fmt = "avi" if dest.suffix.lower() == ".avi" else "mp4"
                 with av.open(str(tmp), mode="w", format=fmt) as out:
@@ -180,3 +191,63 @@ def transcode_video(source: Path, dest: Path, start: float | None = None, end: f
             raise MediaError(source, f"cannot decode video: {err}") from None
         if not written:
             raise MediaError(source, f"no video frame in the cut [{start}, {end}) s")
+
+
+def second_frame_index(second: int, rate: float) -> int:
+    """The frame AVSBench's release keeps for ``second``: 15/16 of the way through it.
+
+    With ``r = round(rate)`` frames per second this is frame ``second * r + floor(15 * r / 16)`` (frame 23 of each
+    second at 25 frames/s, frame 3 at 4 frames/s).
+    """
+    r = max(int(round(rate)), 1)
+    return second * r + (15 * r) // 16
+
+
+def extract_frames(source: Path, dests: list[Path], seconds: list[int], size: int | None = FRAME_SIZE) -> None:
+    """Write one frame of ``source`` per second in ``seconds`` to the matching path in ``dests``, as PNG.
+
+    The frame of each second is :func:`second_frame_index` (the last frame where the video is shorter); it is
+    resized to ``size`` x ``size`` pixels (bilinear; ``None``: the video's own size) and written losslessly as
+    PNG whatever the destination's suffix, since the frames it stands in for are PNG files.
+
+    Raises:
+        MediaError: missing or undecodable source, no video stream, or ``dests`` and ``seconds`` of different
+            lengths.
+    """
+    import av
+    from PIL import Image
+
+    if len(dests) != len(seconds):
+        raise MediaError(source, f"{len(dests)} destinations for {len(seconds)} seconds")
+    if not source.is_file():
+        raise MediaError(source, "file not found")
+    try:
+        with av.open(str(source)) as inp:
+            stream = video_stream(inp, source)
+            rate = float(stream.average_rate or stream.guessed_rate or 0)
+            if rate <= 0:
+                raise MediaError(source, "the video stream has no frame rate")
+            wanted = {second_frame_index(s, rate) for s in seconds}
+            last_wanted = max(wanted, default=-1)
+            kept: dict[int, np.ndarray] = {}
+            last: tuple[int, np.ndarray] | None = None
+            for index, frame in enumerate(inp.decode(stream)):
+                img = frame.to_ndarray(format="rgb24")
+                last = (index, img)
+                if index in wanted:
+                    kept[index] = img
+                if index >= last_wanted:
+                    break
+    except MediaError:
+        raise
+    except Exception as err:  # av.error.* on truncated or foreign files
+        raise MediaError(source, f"cannot decode video: {err}") from None
+    if last is None:
+        raise MediaError(source, "video stream holds no frames")
+    for dest, second in zip(dests, seconds):
+        img = kept.get(second_frame_index(second, rate), last[1])  # past the end: the last frame, as the release
+        picture = Image.fromarray(img)
+        if size is not None and picture.size != (size, size):
+            picture = picture.resize((size, size), Image.Resampling.BILINEAR)
+        with atomic_target(dest) as tmp:
+            picture.save(tmp, format="PNG")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 
+from crabzoo.data.prepare.avsbench import AVSBenchLayouts, AVSBenchRelease
 from crabzoo.data.prepare.base import Catalogue, Preparer
 from crabzoo.data.prepare.frames import FrameSource
 from crabzoo.data.prepare.video import VideoSource
@@ -16,6 +17,22 @@ from crabzoo.errors import CrabzooError
 
 YOUTUBE = "dead YouTube ids: clips removed from YouTube since the dataset was collected cannot be downloaded"
 LICENCE = "licence request: the media are given out only after signing the dataset's end-user licence agreement"
+
+AVSBENCH_FRAMES = (
+    "AVSBench (original release): the frames are the release's 224 x 224 PNGs, linked under the records' .jpg names; "
+    "a clip without frames gets them extracted from raw_videos (15/16 of the way through each second, as the "
+    "release did), a clip with neither is reported")
+
+
+def _avsbench(task: str, part: str, folder: str, semantic_gap: str, original_gap: str) -> AVSBenchLayouts:
+    """s4 / ms3: AVSBench-semantic's ``<folder>/`` or the original release, whichever ``--src`` holds."""
+    semantic = FrameSource(task=task, dataset=f"AVSBench-semantic ({part}, {folder})", prefix="AVS",
+                           required=(folder,), catalogue=Catalogue("metadata.csv", "csv", "{uid}"),
+                           gaps=(semantic_gap,))
+    original = AVSBenchRelease(task=task, dataset=f"AVSBench (original release, {part})",
+                               gaps=(original_gap, AVSBENCH_FRAMES))
+    return AVSBenchLayouts(semantic, original)
+
 
 VGGSOUND = dict(
     dataset="VGGSound", video_dirs={"": ("video", "videos")}, segment_seconds=10.0,
@@ -81,16 +98,18 @@ PREPARERS: dict[str, Preparer] = {
         task="avcap", dataset="VALOR-32K", video_dirs={"": ("videos", "video")},
         catalogue=Catalogue("**/desc_*.json", "json-list", "{video_id}", required=False),
         gaps=(f"VALOR-32K: the clips come from AudioSet; {YOUTUBE}", "VALOR-32K: layout unconfirmed")),
-    "s4": FrameSource(
-        task="s4", dataset="AVSBench-semantic (S4, v1s)", prefix="AVS", required=("v1s",),
-        catalogue=Catalogue("metadata.csv", "csv", "{uid}"),
-        gaps=("AVSBench-S4: train clips are annotated on their first frame only; test records need labels_rgb "
-              "for all 5 frames, the report names any that are missing",)),
-    "ms3": FrameSource(
-        task="ms3", dataset="AVSBench-semantic (MS3, v1m)", prefix="AVS", required=("v1m",),
-        catalogue=Catalogue("metadata.csv", "csv", "{uid}"),
-        gaps=("AVSBench-MS3: test records need labels_rgb for all 5 frames, the report names any that are "
-              "missing",)),
+    "s4": _avsbench(
+        "s4", "S4", "v1s",
+        semantic_gap="AVSBench-S4: train clips are annotated on their first frame only; test records need labels_rgb "
+                     "for all 5 frames, the report names any that are missing",
+        original_gap="AVSBench-S4: train clips are annotated on their first frame only (gt_masks <name>_1.png); "
+                     "test records need all 5 masks, the report names any that are missing"),
+    "ms3": _avsbench(
+        "ms3", "MS3", "v1m",
+        semantic_gap="AVSBench-MS3: test records need labels_rgb for all 5 frames, the report names any that are "
+                     "missing",
+        original_gap="AVSBench-MS3: test records need gt_masks for all 5 frames, the report names any that are "
+                     "missing"),
     "arig": FrameSource(
         task="arig", dataset="AVSBench-semantic (S4, v1s)", prefix="AVS", required=("v1s",), masks=False,
         catalogue=Catalogue("metadata.csv", "csv", "{uid}"),
