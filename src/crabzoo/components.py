@@ -20,14 +20,14 @@ ROLES: dict[str, tuple[str, ...]] = {
     "connectors": ("Connector", "FusionConnector"),
     "backbones": ("Backbone",),
     "adapters": ("Adapter",),
-    "heads": ("MaskPrompter", "MaskDecoder"),
+    "heads": ("MaskPrompter", "MaskHead"),
     "paradigms": ("AVLLM",),
     "data modules": ("AVUIEDataModule",),
     "tasks": ("Task",),
 }
 """Role -> names of the base classes that define it (as written in crabzoo's sources)."""
 
-CONCRETE_ROOTS = frozenset({"AVLLM", "AVUIEDataModule", "MaskDecoder"})
+CONCRETE_ROOTS = frozenset({"AVLLM", "AVUIEDataModule"})
 """Role roots that are themselves usable components (the others are abstract contracts)."""
 
 BASE_PATHS: dict[str, str] = {
@@ -38,6 +38,7 @@ BASE_PATHS: dict[str, str] = {
     "Backbone": "crabzoo.backbones.base.Backbone",
     "Adapter": "crabzoo.adapters.base.Adapter",
     "AVLLM": "crabzoo.paradigms.base.AVLLM",
+    "MaskHead": "crabzoo.heads.base.MaskHead",
     "Task": "crabzoo.tasks.base.Task",
 }
 

@@ -8,10 +8,15 @@ the release was trained with: ``model.layers.*`` (text model), ``audio_tower.lay
 (newer transformers nest these under ``model.``; the release does not). Crab's projectors are LAVIS
 ``BertLMHeadModel`` Q-Formers under ``model.vl_projector`` / ``model.al_projector`` of the LLaMA model. Files
 are written with ``torch.save`` of the state dict, as the releases are.
+
+Crab's stage-3 files (``avs_finetune_weights.bin``) hold what its trainer's ``save_modules`` match: the
+parameters of ``model.seg_module`` (no buffers), ``model.embed_tokens.weight`` and ``lm_head.weight``, whose rows
+are LLaMA's vocabulary followed by the 17 tokens Crab adds, in Crab's order.
 """
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import ClassVar
 
@@ -25,6 +30,18 @@ PEFT = "base_model.model."
 
 TINY_OMNI = ROOT / "paradigms" / "tiny" / "omni.yaml"
 TINY_QFORMER = ROOT / "paradigms" / "tiny" / "modular-qformer.yaml"
+TINY_SEG = ROOT / "paradigms" / "tiny" / "modular-seg.yaml"
+
+TINY_CRAB_SEG = {
+    "class_path": "crabzoo.heads.crab_seg.CrabSegModule",
+    "init_args": {"prompt_dim": 32, "depth": 1, "num_heads": 2, "mlp_dim": 64, "num_queries": 8, "query_layers": 2,
+                  "query_ffn_dim": 48, "avss_classes": 3, "low_res_size": 28, "mask_size": 56},
+}
+"""Crab's segmentation module at tiny sizes (4 x 4 patch grids of the tiny CLIP -> 56 x 56 masks)."""
+
+CRAB_ADDED = ["<image>", "<image_start>", "<image_end>", "<video>", "<video_start>", "<video_end>", "<audio>",
+              "<audio_start>", "<audio_end>", "<mask_start>", "<mask_end>", *(f"<mask_{i}>" for i in range(6))]
+"""The tokens Crab's ``initialize_MM_tokenizer`` appends to LLaMA's vocabulary, in that order."""
 
 
 def tiny_override(tmp: Path, paradigm: Path, corpus: Path, extra: dict | None = None) -> Path:
@@ -38,6 +55,16 @@ def tiny_override(tmp: Path, paradigm: Path, corpus: Path, extra: dict | None = 
         model["visual_encoder"]["init_args"].setdefault("layers", [-1])
     out = tmp / f"tiny-{paradigm.stem}.yaml"
     out.write_text(yaml.safe_dump({"model": {"init_args": {**model, **(extra or {})}}}))
+    return out
+
+
+def tiny_seg_override(tmp: Path, corpus: Path, head: dict | None = None) -> Path:
+    """:func:`tiny_override` of the tiny segmentation paradigm with ``head`` (default: the tiny Crab module) and
+    the tiny CLIP built from its config (the recipe's hub name is dropped)."""
+    out = tiny_override(tmp, TINY_SEG, corpus, {"released": None, "mask_decoder": head or TINY_CRAB_SEG})
+    config = yaml.safe_load(out.read_text())
+    config["model"]["init_args"]["visual_encoder"]["init_args"]["model"] = None
+    out.write_text(yaml.safe_dump(config))
     return out
 
 
@@ -119,6 +146,76 @@ def write_crab_release(model, folder: Path, seed: int = 0) -> tuple[Path, dict[s
     path = folder / "finetune_weights.bin"
     torch.save(state, path)
     return path, state
+
+
+def crab_added_rows(model) -> tuple[int, list[int]]:
+    """``(base, ids)``: the vocabulary size before Crab's 17 tokens, and each token's id in ``model``'s tokenizer
+    (crabzoo adds the same tokens right after the base vocabulary, in its own order)."""
+    tok = model.backbone.tokenizer
+    ids = [int(tok.convert_tokens_to_ids(t)) for t in CRAB_ADDED]
+    return min(ids), ids
+
+
+def write_crab_seg_release(model, folder: Path, name: str = "avs_finetune_weights.bin", seed: int = 0) -> tuple[Path, dict[str, Tensor]]:
+    """``folder/<name>``: Crab's stage 3 for a model with a ``CrabSegModule``, fp32 random tensors.
+
+    The module's parameter names are Crab's (checked against Crab's sizes in test_crab_seg.py); the two
+    embedding matrices have ``base + 17`` rows in Crab's vocabulary order.
+    """
+    gen = torch.Generator().manual_seed(seed)
+    state = {
+        f"{PEFT}model.seg_module.{k}": torch.randn(p.shape, generator=gen)
+        for k, p in model.mask_decoder.named_parameters()
+    }
+    base, _ = crab_added_rows(model)
+    width = model.backbone.model.get_input_embeddings().weight.shape[1]
+    state[f"{PEFT}model.embed_tokens.weight"] = torch.randn(base + len(CRAB_ADDED), width, generator=gen)
+    state[f"{PEFT}lm_head.weight"] = torch.randn(base + len(CRAB_ADDED), width, generator=gen)
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / name
+    torch.save(state, path)
+    return path, state
+
+
+def assert_crab_seg_equals(model, state: dict[str, Tensor]) -> None:
+    """``model`` holds every tensor of a stage-3 file: the module's parameters, and each embedding row under its
+    token (Crab's row ``base + i`` is crabzoo's id of ``CRAB_ADDED[i]``)."""
+    head = dict(model.mask_decoder.named_parameters())
+    seg = {k.removeprefix(f"{PEFT}model.seg_module."): v for k, v in state.items() if ".seg_module." in k}
+    assert set(seg) == set(head)
+    for k, v in seg.items():
+        assert torch.equal(head[k].detach().float(), v), k
+    base, ids = crab_added_rows(model)
+    llm = model.backbone.model
+    for key, module in ((f"{PEFT}model.embed_tokens.weight", llm.get_input_embeddings()),
+                        (f"{PEFT}lm_head.weight", llm.get_output_embeddings())):
+        weight, rows = module.weight.detach().float(), state[key]
+        assert torch.equal(weight[:base], rows[:base].to(weight.dtype)), key
+        for i, token_id in enumerate(ids):
+            assert torch.equal(weight[token_id], rows[base + i].to(weight.dtype)), (key, CRAB_ADDED[i])
+
+
+def expected_counts(data_root: Path, tasks: tuple[str, ...]) -> dict[str, int]:
+    """Test samples per task, capped at the runs' max_val_per_task of 2."""
+    return {t: min(2, len(json.loads((data_root / "AVUIE_2" / t / "test.json").read_text()))) for t in tasks}
+
+
+def run_test_command(recipe: Path, override: Path, weights: Path | str, data_root: Path, tasks: str, run_dir: Path) -> dict:
+    """``crabzoo test`` of ``recipe`` + ``override`` on the tiny data (2 samples per task), weights from ``weights``
+    (a path, or a YAML list of paths); returns its results.json."""
+    from crabzoo.lightning_cli import run_lightning_cli
+
+    KeepModel.models.clear()
+    run_lightning_cli([
+        "test", "--config", str(recipe), "--config", str(override), "--model.init_args.released", str(weights),
+        "--model.init_args.max_new_tokens", "4", "--data.init_args.root", str(data_root),
+        "--data.init_args.tasks", tasks, "--data.init_args.num_workers", "0", "--data.init_args.batch_size", "2",
+        "--data.init_args.max_val_per_task", "2", "--trainer.accelerator", "cpu", "--trainer.devices", "1",
+        "--trainer.precision", "32", "--trainer.enable_progress_bar", "false",
+        "--trainer.default_root_dir", str(run_dir), "--trainer.callbacks+=released_helpers.KeepModel",
+    ])
+    (results,) = run_dir.rglob("results.json")
+    return json.loads(results.read_text())
 
 
 def assert_ilora_equals(model, paths: dict[str, str], state: dict[str, Tensor]) -> int:

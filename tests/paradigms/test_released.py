@@ -4,7 +4,6 @@ layout and file names (``finetune_weights.bin``, ``torch.save`` of a state dict)
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pytest
@@ -18,6 +17,8 @@ from released_helpers import (
     TINY_QFORMER,
     KeepModel,
     assert_ilora_equals,
+    expected_counts,
+    run_test_command,
     tiny_override,
     write_crab_plus_release,
     write_crab_release,
@@ -128,8 +129,9 @@ def test_wrong_layout_names_the_file_and_what_was_expected(omni, modular, tmp_pa
     seg = tmp_path / "avs_finetune_weights.bin"
     torch.save({f"{PEFT}model.seg_module.text_hidden_fcs.0.0.weight": torch.zeros(2, 2),
                 f"{PEFT}model.embed_tokens.weight": torch.zeros(4, 2)}, seg)
-    with pytest.raises(CrabzooError, match="stage-3 segmentation file"):
-        load_released(modular[0], seg)
+    with pytest.raises(CrabzooError, match="hold Crab's segmentation module .* the model has no mask head: use "
+                                           "crabzoo.paradigms.modular.SegmentationAVLLM .*CrabSegModule"):
+        load_released(modular[0], seg)  # Crab's stage 3 into a model without Crab's mask head
     state = dict(omni[3])
     dropped = "base_model.model.visual.blocks.0.mlp.up_proj"
     for key in [k for k in state if k.startswith(dropped + ".")]:
@@ -139,27 +141,6 @@ def test_wrong_layout_names_the_file_and_what_was_expected(omni, modular, tmp_pa
     torch.save(state, partial)
     with pytest.raises(CrabzooError, match=f"released weights {partial}: .*no module '{dropped}'"):
         load_released(omni[0], partial)
-
-
-def expected_counts(data_root: Path, tasks: tuple[str, ...]) -> dict[str, int]:
-    """Test samples per task, capped at the runs' max_val_per_task of 2."""
-    return {t: min(2, len(json.loads((data_root / "AVUIE_2" / t / "test.json").read_text()))) for t in tasks}
-
-
-def run_test_command(recipe: Path, override: Path, weights: Path, data_root: Path, tasks: str, run_dir: Path) -> dict:
-    from crabzoo.lightning_cli import run_lightning_cli
-
-    KeepModel.models.clear()
-    run_lightning_cli([
-        "test", "--config", str(recipe), "--config", str(override), "--model.init_args.released", str(weights),
-        "--model.init_args.max_new_tokens", "4", "--data.init_args.root", str(data_root),
-        "--data.init_args.tasks", tasks, "--data.init_args.num_workers", "0", "--data.init_args.batch_size", "2",
-        "--data.init_args.max_val_per_task", "2", "--trainer.accelerator", "cpu", "--trainer.devices", "1",
-        "--trainer.precision", "32", "--trainer.enable_progress_bar", "false",
-        "--trainer.default_root_dir", str(run_dir), "--trainer.callbacks+=released_helpers.KeepModel",
-    ])
-    (results,) = run_dir.rglob("results.json")
-    return json.loads(results.read_text())
 
 
 @pytest.mark.slow  # 3-6 s on the shared 2-core machine (the tiny thinker generates for ks and s4)

@@ -1,4 +1,7 @@
-"""Crab's segmentation branch: mask-token hidden states + CLIP feature maps -> mask logits (SAM-style decoder).
+"""A mask decoder after Crab's segmentation branch: mask-token hidden states + CLIP feature maps -> mask logits.
+
+crabzoo's own, smaller layout (SAM-style output token and hypernetwork); Crab's exact module, which loads its
+released stage-3 weights, is :class:`~crabzoo.heads.crab_seg.CrabSegModule`.
 
 The LLM emits ``num_scales x tokens_per_scale`` mask tokens (``<mask_0> .. <mask_5>``: 2 scales x 3). Their last
 hidden states go through an MLP to ``prompt_dim``-wide prompts. Per scale, one CLIP layer's patch grid goes
@@ -19,6 +22,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from crabzoo.errors import CrabzooError
+from crabzoo.heads.base import MaskHead, square_grid
 
 
 class LayerNorm2d(nn.Module):
@@ -35,6 +39,16 @@ class LayerNorm2d(nn.Module):
         return x.permute(0, 3, 1, 2)
 
 
+def image_neck(visual_dim: int, dim: int) -> nn.Sequential:
+    """Crab's neck from visual features to decoder width: 1x1 conv, LayerNorm2d, 3x3 conv, LayerNorm2d (no biases)."""
+    return nn.Sequential(
+        nn.Conv2d(visual_dim, dim, kernel_size=1, bias=False),
+        LayerNorm2d(dim),
+        nn.Conv2d(dim, dim, kernel_size=3, padding=1, bias=False),
+        LayerNorm2d(dim),
+    )
+
+
 class RandomFourierPositions(nn.Module):
     """2D positional encoding with random Gaussian frequencies (SAM); the frequencies are a saved buffer."""
 
@@ -46,11 +60,17 @@ class RandomFourierPositions(nn.Module):
 
     def forward(self, h: int, w: int) -> Tensor:
         """``(dim, h, w)`` encoding of the pixel centres of an ``h x w`` grid."""
-        ys = (torch.arange(h, device=self.freqs.device, dtype=self.freqs.dtype) + 0.5) / h
-        xs = (torch.arange(w, device=self.freqs.device, dtype=self.freqs.dtype) + 0.5) / w
-        coords = torch.stack(torch.meshgrid(xs, ys, indexing="xy"), dim=-1)  # (h, w, 2) as (x, y)
-        angles = 2 * math.pi * (2 * coords - 1) @ self.freqs
-        return torch.cat([angles.sin(), angles.cos()], dim=-1).permute(2, 0, 1)
+        return fourier_positions(self.freqs, h, w)
+
+
+def fourier_positions(freqs: Tensor, h: int, w: int) -> Tensor:
+    """``(2 F, h, w)`` sines and cosines of ``2 pi (2 c - 1) @ freqs`` at the pixel centres ``c = (x, y)`` in
+    ``[0, 1]^2`` of an ``h x w`` grid, for ``(2, F)`` frequencies."""
+    ys = (torch.arange(h, device=freqs.device, dtype=freqs.dtype) + 0.5) / h
+    xs = (torch.arange(w, device=freqs.device, dtype=freqs.dtype) + 0.5) / w
+    coords = torch.stack(torch.meshgrid(xs, ys, indexing="xy"), dim=-1)  # (h, w, 2) as (x, y)
+    angles = 2 * math.pi * (2 * coords - 1) @ freqs
+    return torch.cat([angles.sin(), angles.cos()], dim=-1).permute(2, 0, 1)
 
 
 class Attention(nn.Module):
@@ -128,8 +148,8 @@ def dice_loss(logits: Tensor, target: Tensor, smooth: float = 1.0) -> Tensor:
     return (1 - (2 * (p * t).sum(-1) + smooth) / (p.sum(-1) + t.sum(-1) + smooth)).mean()
 
 
-class MaskDecoder(nn.Module):
-    """Mask tokens of the LLM + multi-scale CLIP feature grids -> mask logits (Crab's segmentation module).
+class MaskDecoder(MaskHead):
+    """Mask tokens of the LLM + multi-scale CLIP feature grids -> mask logits (crabzoo's layout of Crab's branch).
 
     Args:
         llm_dim: Hidden size of the LLM (width of the mask-token hidden states).
@@ -167,12 +187,7 @@ class MaskDecoder(nn.Module):
         self.bce_weight, self.dice_weight = bce_weight, dice_weight
         p = prompt_dim
         self.prompt_mlp = nn.Sequential(nn.Linear(llm_dim, llm_dim), nn.ReLU(), nn.Linear(llm_dim, p))
-        self.neck = nn.Sequential(
-            nn.Conv2d(visual_dim, p, kernel_size=1, bias=False),
-            LayerNorm2d(p),
-            nn.Conv2d(p, p, kernel_size=3, padding=1, bias=False),
-            LayerNorm2d(p),
-        )
+        self.neck = image_neck(visual_dim, p)
         self.upsample = nn.ModuleList(
             nn.Sequential(nn.ConvTranspose2d(p, p, kernel_size=2, stride=2), LayerNorm2d(p), nn.GELU())
             for _ in range(num_scales - 1)
@@ -190,20 +205,6 @@ class MaskDecoder(nn.Module):
             nn.GELU(),
         )
         self.hyper_mlp = nn.Sequential(nn.Linear(p, p), nn.ReLU(), nn.Linear(p, p), nn.ReLU(), nn.Linear(p, p // 8))
-
-    @property
-    def num_mask_tokens(self) -> int:
-        """Mask tokens the LLM must emit (``num_scales * tokens_per_scale``)."""
-        return self.num_scales * self.tokens_per_scale
-
-    def _grid(self, layer: Tensor) -> Tensor:
-        if layer.dim() != 3:
-            raise CrabzooError(f"MaskDecoder visual layers must be (B, N, D) token grids, got {tuple(layer.shape)}")
-        b, n, d = layer.shape
-        side = math.isqrt(n)
-        if side * side != n:
-            raise CrabzooError(f"MaskDecoder needs square patch grids (CLS token dropped), got N={n} tokens")
-        return layer.transpose(1, 2).reshape(b, d, side, side)
 
     def forward(self, mask_token_states: Tensor, visual_layers: Sequence[Tensor]) -> Tensor:
         """Predict per-scale mask logits.
@@ -226,7 +227,7 @@ class MaskDecoder(nn.Module):
         outputs: list[Tensor] = []
         previous: Tensor | None = None
         for s, layer in enumerate(visual_layers):
-            image = self.neck(self._grid(layer))
+            image = self.neck(square_grid(layer, type(self).__name__))
             if s > 0:
                 image = self.upsample[s - 1](image)
                 gate = F.interpolate(previous, size=image.shape[-2:], mode="bilinear", align_corners=False)

@@ -95,9 +95,9 @@ class AVLLM(L.LightningModule):
         save_frozen: Keep frozen parameters in checkpoints. ``False`` (for pretrained components, which rebuild
             from their own files) writes only what trains (adapters, connectors, ...): a SmolLM2 checkpoint
             shrinks from 540 MB to the adapter's size. Loading puts the rebuilt frozen values back.
-        released: A released weight file of the original authors loaded at setup (Crab's stage-2
-            ``finetune_weights.bin``: both Q-Former projectors and the LLM's I-LoRA), see
-            :mod:`crabzoo.paradigms.released`.
+        released: Released weight files of the original authors loaded at setup, in order: one path or a list
+            (Crab's stage-2 ``finetune_weights.bin``: both Q-Former projectors and the LLM's I-LoRA; then, for
+            segmentation, a stage-3 file), see :mod:`crabzoo.paradigms.released`.
         mask_protocol: How segmentation masks are scored: ``avsbench`` (the AVSBench reference, per video) or
             ``crab_plus`` (Crab+'s rule, per frame); see :mod:`crabzoo.tasks.seg_metric`.
 
@@ -131,7 +131,7 @@ class AVLLM(L.LightningModule):
         init_checkpoint: str | None = None,
         feature_cache: str | None = None,
         save_frozen: bool = True,
-        released: str | None = None,
+        released: str | Sequence[str] | None = None,
         mask_protocol: str = "avsbench",
     ) -> None:
         super().__init__()
@@ -177,7 +177,8 @@ class AVLLM(L.LightningModule):
         if released is not None:
             from crabzoo.paradigms.released import load_released
 
-            load_released(self, released)
+            for path in [released] if isinstance(released, str) else released:
+                load_released(self, path)
         if init_checkpoint is not None:
             self.load_stage(init_checkpoint)
 

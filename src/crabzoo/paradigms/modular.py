@@ -4,8 +4,11 @@
 connectors -> placeholders -> LLM) plus Crab v1's segmentation branch. For segmentation tasks (``s4``, ``ms3``,
 ``ref_avs`` when the object exists) the training target ends with
 ``<mask_start><mask_0><mask_1><mask_2><mask_3><mask_4><mask_5><mask_end>``; the LLM's last hidden states at the
-six ``<mask_k>`` tokens and two extra layers of the visual encoder (CLIP layers 14 and 22 in Crab) feed a
-:class:`~crabzoo.heads.mask_decoder.MaskDecoder`, trained with BCE + 0.5 Dice added to the LM loss.
+six ``<mask_k>`` tokens and two extra layers of the visual encoder (CLIP layers 14 and 22 in Crab) feed a mask
+head (:class:`~crabzoo.heads.base.MaskHead`), trained with BCE + 0.5 Dice added to the LM loss: crabzoo's
+:class:`~crabzoo.heads.mask_decoder.MaskDecoder` (states at the mask tokens) or Crab's own
+:class:`~crabzoo.heads.crab_seg.CrabSegModule` (states one position before them, as Crab reads them), which
+takes Crab's released stage-3 weights.
 
 At evaluation the model generates; when the generation holds all six mask tokens, one forward pass over
 prompt + generation gives their hidden states, the decoder predicts the mask and the task's AVSBench / Ref-AVS
@@ -31,6 +34,7 @@ from crabzoo.connectors.base import ConnectorFactory
 from crabzoo.data.collate import Processor
 from crabzoo.encoders.base import AudioEncoder, MediaFeatures, VisualEncoder
 from crabzoo.errors import CrabzooError
+from crabzoo.heads.base import MaskHead
 from crabzoo.heads.mask_decoder import MaskDecoder
 from crabzoo.paradigms.base import AVLLM, STREAM_OF_KIND, _default_optimizer
 
@@ -41,8 +45,8 @@ scale 0, ``<mask_3..5>`` scale 1)."""
 SEGMENTATION_TASKS: tuple[str, ...] = ("s4", "ms3", "ref_avs")
 """Tasks whose targets get the mask suffix (when their truth has a ground-truth mask)."""
 
-MaskDecoderFactory = Callable[[int, int], MaskDecoder]
-"""``(llm_dim, visual_dim) -> MaskDecoder``: the widths come from the backbone and the visual encoder."""
+MaskDecoderFactory = Callable[[int, int], MaskHead]
+"""``(llm_dim, visual_dim) -> MaskHead``: the widths come from the backbone and the visual encoder."""
 
 
 @dataclass
@@ -167,7 +171,8 @@ class SegmentationAVLLM(AVLLM):
         visual_encoder: Visual encoder exposing extra layers (``MediaFeatures.extra_layers``).
         audio_connector: Audio connector factory.
         visual_connector: Visual connector factory.
-        mask_decoder: Factory ``(llm_dim, visual_dim) -> MaskDecoder`` (default: Crab's sizes).
+        mask_decoder: Factory ``(llm_dim, visual_dim) -> MaskHead`` (default: :class:`MaskDecoder` at Crab's sizes;
+            :class:`~crabzoo.heads.crab_seg.CrabSegModule` is Crab's own module, which takes its stage-3 weights).
         seg_layers: Visual hidden-layer indices (as given to the encoder) feeding the decoder's scales, in
             scale order; ``None``: every selected layer but the last.
         seg_tasks: Tasks trained and scored through the mask tokens.
@@ -192,6 +197,9 @@ class SegmentationAVLLM(AVLLM):
         feature_cache: Directory of the frozen encoders' feature cache (see :class:`~crabzoo.paradigms.base.AVLLM`).
         save_frozen: Keep frozen parameters in checkpoints (see :class:`~crabzoo.paradigms.base.AVLLM`).
         mask_protocol: ``avsbench`` or ``crab_plus`` mask scores (see :class:`~crabzoo.paradigms.base.AVLLM`).
+        released: Released weight files loaded at setup, in order (Crab: the stage-2 ``finetune_weights.bin``,
+            then the stage-3 ``avs_finetune_weights.bin`` into a :class:`~crabzoo.heads.crab_seg.CrabSegModule`),
+            see :mod:`crabzoo.paradigms.released`.
     """
 
     packs_sequences = False  # the mask tokens' hidden states are read at left-padded positions
@@ -224,6 +232,7 @@ class SegmentationAVLLM(AVLLM):
         feature_cache: str | None = None,
         save_frozen: bool = True,
         mask_protocol: str = "avsbench",
+        released: str | Sequence[str] | None = None,
     ) -> None:
         if visual_encoder is None:
             raise CrabzooError("SegmentationAVLLM needs model.init_args.visual_encoder (its extra layers feed the mask decoder)")
@@ -258,6 +267,7 @@ class SegmentationAVLLM(AVLLM):
             feature_cache=feature_cache,
             save_frozen=save_frozen,
             mask_protocol=mask_protocol,
+            released=released,
         )
         self.mask_token_ids = self._mask_token_ids()
         if train_embeddings:
@@ -351,7 +361,9 @@ class SegmentationAVLLM(AVLLM):
         return out
 
     def _mask_states(self, ids: list[Tensor], positions: list[Tensor], hidden: Tensor, rows: list[int]) -> Tensor:
-        """``(len(rows), num_mask_tokens, D)`` last hidden states at each row's last ``<mask_k>`` token."""
+        """``(len(rows), num_mask_tokens, D)`` last hidden states at each row's last ``<mask_k>`` token, moved by
+        the head's ``state_offset`` (``-1``: the state that predicts the token, as Crab reads them)."""
+        offset = int(self.mask_decoder.state_offset)
         states = []
         for b in rows:
             picked = []
@@ -359,7 +371,7 @@ class SegmentationAVLLM(AVLLM):
                 where = (ids[b] == tid).nonzero().flatten()
                 if where.numel() == 0:
                     raise CrabzooError(f"sample {b} has no {self.backbone.tokenizer.convert_ids_to_tokens(tid)} token")
-                picked.append(positions[b][where[-1]])
+                picked.append(positions[b][where[-1]] + offset)
             states.append(hidden[b, torch.stack(picked)])
         return torch.stack(states)
 
