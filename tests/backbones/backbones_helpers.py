@@ -64,3 +64,17 @@ def tiny_omni(corpus_dir, **kwargs):
 
     return QwenOmniThinker(config=TINY_OMNI, tokenizer_corpus=str(corpus_dir), tokenizer_vocab_size=400,
                            audio_max_seconds=10, **kwargs)
+
+
+AV_USER = {"role": "user", "content": [
+    {"type": "text", "text": "This is a video and an audio:"}, {"type": "video"}, {"type": "audio"},
+    {"type": "text", "text": "Please describe the events."},
+]}
+"""A user turn with a video and an audio item (the Crab+ prompt layout)."""
+
+IMAGE_USER = {"role": "user", "content": [{"type": "text", "text": "Find the object."}, {"type": "image"}]}
+"""A user turn with one image item."""
+
+AUDIO_USER = {"role": "user", "content": [{"type": "text", "text": "What is heard?"}, {"type": "audio"}]}
+"""A user turn with one audio item."""
+

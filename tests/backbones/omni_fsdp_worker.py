@@ -21,14 +21,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 import torch.distributed as dist  # noqa: E402
-from backbones_helpers import tiny_omni  # noqa: E402
-
-IMAGE_USER = {"role": "user", "content": [{"type": "text", "text": "Find the object."}, {"type": "image"}]}
-AUDIO_USER = {"role": "user", "content": [{"type": "text", "text": "What is heard?"}, {"type": "audio"}]}
-AV_USER = {"role": "user", "content": [
-    {"type": "text", "text": "This is a video and an audio:"}, {"type": "video"}, {"type": "audio"},
-    {"type": "text", "text": "Please describe the events."},
-]}
+from backbones_helpers import AUDIO_USER, AV_USER, IMAGE_USER, tiny_omni  # noqa: E402
 
 
 def conversations(omni) -> list[dict]:

@@ -5,17 +5,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from backbones_helpers import TINY_OMNI, tiny_omni
+from backbones_helpers import AV_USER, IMAGE_USER, TINY_OMNI, tiny_omni
 
 from crabzoo.backbones.qwen_omni import IGNORE_INDEX, audio_token_count
 from crabzoo.errors import CrabzooError
 
 SYSTEM = {"role": "system", "content": "You are Qwen."}
-AV_USER = {"role": "user", "content": [
-    {"type": "text", "text": "This is a video and an audio:"}, {"type": "video"}, {"type": "audio"},
-    {"type": "text", "text": "Please describe the events."},
-]}
-IMAGE_USER = {"role": "user", "content": [{"type": "text", "text": "Find the object."}, {"type": "image"}]}
 
 
 @pytest.fixture(scope="module")

@@ -9,16 +9,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from backbones_helpers import tiny_omni
+from backbones_helpers import AV_USER, IMAGE_USER, tiny_omni
 
 from crabzoo.backbones.loss import IGNORE_INDEX, full_logits_loss
 from crabzoo.errors import CrabzooError
-
-AV_USER = {"role": "user", "content": [
-    {"type": "text", "text": "This is a video and an audio:"}, {"type": "video"}, {"type": "audio"},
-    {"type": "text", "text": "Please describe the events."},
-]}
-IMAGE_USER = {"role": "user", "content": [{"type": "text", "text": "Find the object."}, {"type": "image"}]}
 
 
 @pytest.fixture(scope="module")
