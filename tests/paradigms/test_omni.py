@@ -172,6 +172,29 @@ def test_collate_pads_training_right_and_prompts_left(plain, root):
     assert len(texts) == 2 and all(isinstance(t, str) for t in texts)
 
 
+def test_a_test_record_without_reference_text_is_prompted_not_supervised(plain, root):
+    # the release's s4 test records hold a mask path, no box and points: no answer can be written for them
+    import dataclasses
+
+    from crabzoo.backbones.qwen_omni import IGNORE_INDEX
+    from crabzoo.errors import CrabzooError
+    from crabzoo.paradigms.base import AVLLM
+
+    processor = plain.make_processor()
+    sample = _sample(root, "s4")
+    truth = {k: v for k, v in sample.truth.items() if k not in ("box", "points")}
+    bare = dataclasses.replace(sample, split="test", target="", truth=truth)
+    item = processor(bare)
+    assert bool((item["inputs"]["labels"] == IGNORE_INDEX).all())
+    tok = plain.backbone.tokenizer
+    assert tok.decode(item["prompt"]["input_ids"][0]).endswith("<|im_end|>\n<|im_start|>assistant\n")
+    batch = processor.collate([item])
+    assert AVLLM._has_target(batch) == [False]
+    assert len(plain.generate(batch, max_new_tokens=2)) == 1
+    with pytest.raises(CrabzooError, match="box"):  # a training sample still needs its answer
+        processor(dataclasses.replace(bare, split="train"))
+
+
 def test_rejects_a_text_only_backbone():
     from crabzoo.errors import CrabzooError
     from crabzoo.paradigms.omni import OmniAVLLM

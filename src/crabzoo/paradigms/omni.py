@@ -83,6 +83,27 @@ class OmniProcessor:
             chat.append({"role": "assistant", "content": target})
         return chat
 
+    @staticmethod
+    def reference_text(sample: Sample, task: Any) -> str | None:
+        """The assistant turn of a sample: its target text, else the answer formatted from its truth, else ``None``.
+
+        ``None`` only for a test record that holds neither (the release's AVSBench and Ref-AVS test records carry
+        a mask path, not the box and points an answer is written from): its chat then ends with the user turn, so
+        it carries no labels and the teacher-forced loss skips it, while generation and mask scoring go on. A
+        training sample without one is an error.
+
+        Raises:
+            CrabzooError: A training sample whose truth cannot be written as an answer.
+        """
+        if sample.target:
+            return sample.target
+        try:
+            return task.format_target(sample.truth)
+        except CrabzooError:
+            if sample.split == "train":
+                raise
+            return None
+
     def media(self, sample: Sample, task: Any) -> dict[str, list[np.ndarray]]:
         """Raw media for :meth:`~crabzoo.backbones.qwen_omni.QwenOmniThinker.prepare`, one entry per item.
 
@@ -149,12 +170,13 @@ class OmniProcessor:
         from crabzoo.tasks import get_task
 
         task = get_task(sample.task)
-        target = sample.target or task.format_target(sample.truth)
+        target = self.reference_text(sample, task)
         chat = self.messages(sample, task, target)
         media = self.media(sample, task)
         inputs = self.backbone.prepare(chat, audio=media["audio"], videos=media["videos"], images=media["images"])
         self._truncate(inputs)
-        prompt = torch.tensor([self._prompt_ids(chat[:-1], inputs["input_ids"][0].tolist())], dtype=torch.long)
+        question = chat[:-1] if target is not None else chat
+        prompt = torch.tensor([self._prompt_ids(question, inputs["input_ids"][0].tolist())], dtype=torch.long)
         return {
             "id": sample.id,
             "task": sample.task,
