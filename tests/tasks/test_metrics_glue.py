@@ -160,3 +160,18 @@ def test_ref_avs_splits(tmp_path: Path) -> None:
     assert out["exists_accuracy"] == pytest.approx(2 / 3)
     primary, directions = ref.metric_info()
     assert primary == "miou" and directions["s_null"] is False
+
+
+def test_an_unparsed_frame_scores_the_whole_frame_f_under_avsbench_and_zero_under_crab_plus() -> None:
+    from crabzoo.tasks.seg_metric import SegmentationMetric
+
+    gt = np.zeros((224, 224), dtype=bool)
+    gt[:112, :112] = True  # a quarter of the frame
+    whole_frame_f = 1.3 * 0.25 * 1.0 / (0.3 * 0.25 + 1.0)  # P = 1/4, R = 1 at threshold 0
+    for pred in (None, {"mask": np.zeros_like(gt)}):  # unparsed, and an empty mask: the same scores
+        for protocol, f in (("avsbench", whole_frame_f), ("crab_plus", 0.0)):
+            metric = SegmentationMetric(protocol=protocol)
+            metric.update([pred], [{"mask": gt, "video": "v", "split": "test"}])
+            out = metric.compute()
+            assert float(out["miou"]) == pytest.approx(0.0, abs=1e-6)
+            assert float(out["fscore"]) == pytest.approx(f, abs=1e-4), (protocol, pred is None)

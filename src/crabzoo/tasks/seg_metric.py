@@ -10,7 +10,9 @@ Two mask protocols, chosen with ``protocol`` (``model.init_args.mask_protocol`` 
 
 The Ref-AVS null split is scored with S in both.
 An unparsable frame is scored with the mask that is wrong on every pixel (the complement of the ground
-truth), so it contributes 0 to both IoU and F; on the Ref-AVS null split it scores S = 1, the worst value.
+truth): it contributes 0 to the IoU, and 0 to Crab+'s F; the AVSBench F-score sweep starts at threshold 0,
+where every pixel of any prediction is foreground, so there its F is that whole-frame point's, as the
+reference gives any wrong or empty binary mask. On the Ref-AVS null split it scores S = 1, the worst value.
 Masks are kept bit-packed (224 x 224 -> 6.3 kB per frame) in process-synced ``cat`` states.
 """
 
